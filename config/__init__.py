@@ -1,0 +1,1 @@
+"""vidqueue's wiring: settings from the environment, the providers file, the Celery app."""

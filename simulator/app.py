@@ -1,0 +1,30 @@
+"""The ASGI app: one registry per app instance, with every wire format and the media mounted.
+
+A new provider gets its own module exposing ``router(registry)`` and is included here under its
+own path prefix; it shares the registry (tasks, counters, RNG), the media routes and the control
+API with the others.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from simulator import control, media, zhipu
+from simulator.options import SimOptions
+from simulator.state import Clock, Registry
+
+
+def create_app(options: SimOptions | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """A fresh simulator with in-memory state; ``clock`` lets tests skip real waiting."""
+    registry = Registry(options or SimOptions(), clock)
+    app = FastAPI(
+        title="vidqueue provider simulator",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.registry = registry
+    app.include_router(zhipu.router(registry), prefix=zhipu.PREFIX)
+    app.include_router(media.files_router(registry))
+    app.include_router(control.router(registry))
+    return app

@@ -1,0 +1,56 @@
+"""``python -m simulator`` / ``vidqueue sim``: run the simulator under uvicorn.
+
+One flag per :class:`SimOptions` field is derived from the model, so options are declared once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import uvicorn
+from pydantic import ValidationError
+
+from simulator.app import create_app
+from simulator.options import SimOptions
+
+
+def _flag_type(annotation: object) -> type[int] | type[float]:
+    """``int`` for integer fields (including ``int | None``), ``float`` for the rest."""
+    return int if annotation in (int, int | None) else float
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simulator", description="A fake video-generation provider speaking Zhipu's API."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8090, help="bind port (default 8090)")
+    for name, info in SimOptions.model_fields.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=_flag_type(info.annotation),
+            default=None,
+            help=f"{info.description} (default {info.default})",
+        )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, SimOptions]:
+    """Host, port and validated options; exits with a usage error on a bad value."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    given = {name: args[name] for name in SimOptions.model_fields if args.get(name) is not None}
+    try:
+        options = SimOptions.model_validate(given)
+    except ValidationError as exc:
+        parser.error(str(exc))
+    return str(args["host"]), int(args["port"]), options
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until interrupted; single process, warnings only, no access log."""
+    host, port, options = parse_args(argv)
+    uvicorn.run(create_app(options), host=host, port=port, log_level="warning", access_log=False)
+    return 0

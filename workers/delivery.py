@@ -1,0 +1,186 @@
+"""The job's last steps: mirror the result into S3, then tell the producer (webhook).
+
+Mirroring starts as soon as the provider reports success, on its own queue. A download that
+finds its link expired asks the provider once for a fresh link before giving up with
+``result_url_expired``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Final
+
+import httpx
+
+from workers import schedule, webhooks
+from workers.deps import Deps
+from workers.errors import (
+    MIRROR_FAILED,
+    RESULT_URL_EXPIRED,
+    PermanentError,
+    ResultUrlExpired,
+    RetryableError,
+    VidqueueError,
+)
+from workers.jobs import TERMINAL, ProviderStatus, State, now_iso
+from workers.mirror import mirror_url
+from workers.pipeline import fail, finish
+from workers.providers.base import ProviderTask
+from workers.steps import Step
+from workers.store import record_from
+
+log = logging.getLogger("vidqueue.delivery")
+
+# A mirror renews its claim while it streams (every HEARTBEAT_S), so a mirror killed
+# mid-stream is re-sent by the sweep within about MIRROR_LEASE_S, long before URLs expire.
+MIRROR_LEASE_S: Final = 120.0
+HEARTBEAT_S: Final = 30.0
+MAX_MIRROR_ATTEMPTS: Final = 20
+MAX_NOTIFY_ATTEMPTS: Final = 12
+NOTIFY_TIMEOUT: Final = httpx.Timeout(10.0, connect=5.0)
+
+
+def mirror(job_id: str, d: Deps) -> list[Step]:
+    claim = d.store.claim(job_id, (State.MIRRORING,), lease_s=MIRROR_LEASE_S)
+    if not claim.ok:
+        return []
+    fields = claim.fields
+    try:
+        try:
+            result = _copy(job_id, fields, d)
+        except ResultUrlExpired:
+            fields = _refresh_urls(job_id, fields, d)
+            result = _copy(job_id, fields, d)
+    except ResultUrlExpired as exc:
+        exc.code = RESULT_URL_EXPIRED
+        return fail(job_id, (State.MIRRORING,), exc, fields, d)
+    except RetryableError as exc:
+        return _mirror_later(job_id, fields, exc, d)
+    except PermanentError as exc:
+        return fail(job_id, (State.MIRRORING,), exc, fields, d)
+    extra = {"result": json.dumps(result)}
+    return finish(job_id, (State.MIRRORING,), State.SUCCEEDED, None, fields, d, extra=extra)
+
+
+def _copy(job_id: str, fields: dict[str, str], d: Deps) -> dict[str, Any]:
+    provider = d.provider(fields["provider"])
+    key = d.key(fields["provider"], fields["key_id"])
+    d.storage.ensure_bucket()
+    result: dict[str, Any] = {}
+    for what in ("video", "cover"):
+        url = fields.get(f"{what}_url")
+        if not url:
+            continue
+        stored = mirror_url(
+            d.http,
+            d.storage,
+            url=url,
+            headers=provider.download_headers(url, key),
+            job_id=job_id,
+            what=what,
+            heartbeat=lambda: _still_mirroring(job_id, d),
+        )
+        result[what] = {**stored.as_dict(), "url": d.storage.presign(stored.key)}
+    if "video" not in result:
+        raise PermanentError(
+            "the provider reported success without a video URL", code=MIRROR_FAILED
+        )
+    return result
+
+
+def _still_mirroring(job_id: str, d: Deps) -> None:
+    d.store.transition(job_id, (State.MIRRORING,), None, step_s=MIRROR_LEASE_S)
+
+
+def _refresh_urls(job_id: str, fields: dict[str, str], d: Deps) -> dict[str, str]:
+    """Ask the provider again for the result: some hand out a fresh link on every query."""
+    provider = d.provider(fields["provider"])
+    task = ProviderTask(fields["provider_task_id"], json.loads(fields.get("task_extra") or "{}"))
+    answer = provider.poll(task, d.key(fields["provider"], fields["key_id"]))
+    fresh = {"video_url": answer.video_url or "", "cover_url": answer.cover_url or ""}
+    if answer.status != ProviderStatus.SUCCEEDED or not answer.video_url:
+        raise ResultUrlExpired("the provider has no fresh link for the result")
+    if fresh["video_url"] == fields.get("video_url"):
+        raise ResultUrlExpired("the provider hands out the same, expired link")
+    d.store.transition(job_id, (State.MIRRORING,), None, fields=fresh, event="fresh result URL")
+    return {**fields, **fresh}
+
+
+def _mirror_later(job_id: str, fields: dict[str, str], exc: RetryableError, d: Deps) -> list[Step]:
+    attempts = int(fields.get("mirror_attempts", "0")) + 1
+    if attempts >= MAX_MIRROR_ATTEMPTS:
+        return fail(job_id, (State.MIRRORING,), exc, fields, d)
+    countdown = exc.retry_after_s or schedule.retry_backoff(attempts)
+    moved = d.store.transition(
+        job_id,
+        (State.MIRRORING,),
+        None,
+        step_s=countdown,
+        incr="mirror_attempts",
+        event=f"mirror retry in {countdown:.1f}s: {exc.message}",
+    )
+    return [Step("mirror", job_id, countdown)] if moved else []
+
+
+def notify(job_id: str, d: Deps) -> list[Step]:
+    """POST the finished job's record to its callback_url, signed; retry with backoff."""
+    claim = d.store.claim(job_id, TERMINAL, lease_s=60)
+    fields = claim.fields
+    if not claim.ok or fields.get("notify") != "pending":
+        return []
+    state = State(claim.state)
+    record = record_from(fields)
+    url = str(record.spec["callback_url"])
+    body = json.dumps(
+        {"type": f"job.{state}", "timestamp": now_iso(), "data": record.model_dump(mode="json")}
+    ).encode()
+    try:
+        webhooks.check_public_url(url, allow_private=d.settings.allow_private_callbacks)
+        sent = webhooks.headers(
+            d.settings.webhook_secret, f"{job_id}.{state}", int(time.time()), body
+        )
+        answer = d.http.post(url, content=body, headers=sent, timeout=NOTIFY_TIMEOUT)
+        if answer.status_code >= 300:
+            raise RetryableError(f"webhook answered HTTP {answer.status_code}")
+    except (httpx.HTTPError, VidqueueError) as exc:
+        return _notify_later(job_id, state, fields, exc, d)
+    d.store.transition(
+        job_id,
+        (state,),
+        None,
+        clear_step=True,
+        fields={"notify": "delivered"},
+        event="webhook delivered",
+    )
+    return []
+
+
+def _notify_later(
+    job_id: str, state: State, fields: dict[str, str], exc: Exception, d: Deps
+) -> list[Step]:
+    attempts = int(fields.get("notify_attempts", "0")) + 1
+    why = exc.message if isinstance(exc, VidqueueError) else type(exc).__name__
+    if attempts >= MAX_NOTIFY_ATTEMPTS or isinstance(exc, PermanentError):
+        d.store.transition(
+            job_id,
+            (state,),
+            None,
+            clear_step=True,
+            incr="notify_attempts",
+            fields={"notify": "failed"},
+            event=f"webhook abandoned: {why}",
+        )
+        log.warning("job %s: webhook abandoned after %d attempts: %s", job_id, attempts, why)
+        return []
+    countdown = schedule.retry_backoff(attempts, base_s=2.0)
+    d.store.transition(
+        job_id,
+        (state,),
+        None,
+        step_s=countdown,
+        incr="notify_attempts",
+        event=f"webhook attempt {attempts} failed: {why}",
+    )
+    return [Step("notify", job_id, countdown)]

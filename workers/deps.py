@@ -1,0 +1,74 @@
+"""The per-process dependencies of the pipeline, built once (after fork in workers).
+
+Everything the step functions touch is reached through ``Deps``, so tests can build one
+against their own Redis, S3 and simulator, and no client is created at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import httpx
+import redis
+
+from config import providers as provider_config
+from config.providers import ApiKey, Catalogue, ProviderConfig
+from config.settings import Settings
+from workers.errors import ConfigError
+from workers.gate import Gate
+from workers.providers import build as build_provider
+from workers.providers.base import VideoProvider
+from workers.storage import Storage
+from workers.store import Store
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    catalogue: Catalogue
+    redis: redis.Redis
+    store: Store
+    gate: Gate
+    _providers: dict[str, VideoProvider] = field(default_factory=dict)
+    _keys: dict[tuple[str, str], ApiKey] = field(default_factory=dict)
+
+    def config(self, provider: str) -> ProviderConfig:
+        return self.catalogue.get(provider)
+
+    def provider(self, name: str) -> VideoProvider:
+        if name not in self._providers:
+            self._providers[name] = build_provider(self.catalogue.get(name), self.http)
+        return self._providers[name]
+
+    def key(self, provider: str, key_id: str) -> ApiKey:
+        """The API key that holds a job's slot (a job is always polled with the same key)."""
+        if (provider, key_id) not in self._keys:
+            for key in self.catalogue.keys(provider):
+                self._keys[(provider, key.id)] = key
+        try:
+            return self._keys[(provider, key_id)]
+        except KeyError:
+            raise ConfigError(
+                f"providers.{provider}: key {key_id} is no longer configured"
+            ) from None
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        limits = httpx.Limits(max_connections=50, max_keepalive_connections=20)
+        return httpx.Client(limits=limits, timeout=httpx.Timeout(30.0, connect=10.0))
+
+    @cached_property
+    def storage(self) -> Storage:
+        return Storage(self.settings)
+
+
+def build(settings: Settings, catalogue: Catalogue | None = None) -> Deps:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    return Deps(
+        settings=settings,
+        catalogue=catalogue or provider_config.load(settings.providers_file),
+        redis=client,
+        store=Store(client, grace_s=settings.sweep_grace_s),
+        gate=Gate(client),
+    )

@@ -1,0 +1,88 @@
+"""Copy one provider result (the video, or its cover) into S3 as a stream.
+
+Object keys are deterministic (``{prefix}{job_id}/video.mp4``, ``…/cover.<ext>``), so a retried
+mirror overwrites the same object and never duplicates one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import PurePosixPath
+from typing import Final
+from urllib.parse import urlsplit
+
+import httpx
+
+from workers.errors import MIRROR_FAILED, PermanentError, ResultUrlExpired, RetryableError
+from workers.storage import Storage, StoredObject
+
+CHUNK: Final = 256 * 1024
+# Media hosts answer these for a link that is no longer valid.
+EXPIRED_STATUSES: Final = frozenset({401, 403, 404, 410})
+COVER_EXTENSIONS: Final = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+TIMEOUT: Final = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
+
+
+def cover_name(url: str, content_type: str) -> str:
+    ext = COVER_EXTENSIONS.get(content_type)
+    if ext is None:
+        suffix = PurePosixPath(urlsplit(url).path).suffix.lstrip(".").lower()
+        ext = suffix if suffix in ("png", "jpg", "jpeg", "webp") else "img"
+    return f"cover.{ext}"
+
+
+def mirror_url(
+    http: httpx.Client,
+    storage: Storage,
+    *,
+    url: str,
+    headers: dict[str, str],
+    job_id: str,
+    what: str,
+    heartbeat: Callable[[], None] | None = None,
+    heartbeat_s: float = 30.0,
+) -> StoredObject:
+    """Stream ``url`` into S3. ``what`` is ``video`` or ``cover`` (it picks the object name)."""
+    try:
+        with http.stream("GET", url, headers=headers, timeout=TIMEOUT) as response:
+            _check(response, what)
+            content_type = response.headers.get("content-type", "").split(";")[0].strip()
+            if what == "video":
+                name, content_type = "video.mp4", content_type or "video/mp4"
+            else:
+                name = cover_name(url, content_type)
+                content_type = content_type or "application/octet-stream"
+            expected = response.headers.get("content-length")
+            chunks = response.iter_bytes(CHUNK)
+            if heartbeat is not None:
+                chunks = _beating(chunks, heartbeat, heartbeat_s)
+            stored = storage.upload_stream(storage.object_key(job_id, name), chunks, content_type)
+    except httpx.TransportError as exc:
+        raise RetryableError(f"{what} download failed: {type(exc).__name__}") from exc
+    if expected is not None and expected.isdigit() and int(expected) != stored.size:
+        raise RetryableError(f"{what} download truncated: {stored.size} of {expected} bytes")
+    return stored
+
+
+def _beating(
+    chunks: Iterator[bytes], heartbeat: Callable[[], None], every_s: float
+) -> Iterator[bytes]:
+    """Pass chunks through, calling ``heartbeat`` every ``every_s`` seconds on the way."""
+    last = time.monotonic()
+    for chunk in chunks:
+        if time.monotonic() - last >= every_s:
+            heartbeat()
+            last = time.monotonic()
+        yield chunk
+
+
+def _check(response: httpx.Response, what: str) -> None:
+    status = response.status_code
+    if status < 300:
+        return
+    if status in EXPIRED_STATUSES:
+        raise ResultUrlExpired(f"{what} URL answered HTTP {status}: the link expired")
+    if status >= 500 or status in (408, 429):
+        raise RetryableError(f"{what} download answered HTTP {status}")
+    raise PermanentError(f"{what} download answered HTTP {status}", code=MIRROR_FAILED)

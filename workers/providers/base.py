@@ -1,0 +1,54 @@
+"""The provider seam: one small Protocol that every wire-format adapter implements.
+
+Adapters only translate between vidqueue's domain types and a provider's JSON; HTTP errors are
+translated to vidqueue's error tree in one place (``workers.providers.http``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from config.providers import ApiKey, ProviderConfig
+from workers.jobs import JobSpec, ProviderStatus
+
+
+@dataclass(frozen=True)
+class ProviderTask:
+    """A task accepted by a provider. ``extra`` holds what a later poll needs (e.g. a family)."""
+
+    id: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    status: ProviderStatus
+    video_url: str | None = None
+    cover_url: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    progress: float | None = None
+    # The provider's own hint for when to ask again (Retry-After, openai-poll-after-ms).
+    poll_after_s: float | None = None
+    raw_status: str = ""
+
+
+class VideoProvider(Protocol):
+    """One provider wire format. Implementations must be safe to share across threads."""
+
+    config: ProviderConfig
+    # True when a re-sent submit carrying the job id cannot create a second paid task.
+    idempotent_submit: bool
+
+    def validate(self, spec: JobSpec) -> None:
+        """Raise ``InvalidSpec`` naming the field when the model cannot take this spec."""
+
+    def submit(self, job_id: str, spec: JobSpec, key: ApiKey) -> ProviderTask:
+        """Create the provider task. The job id is sent as the request / idempotency id."""
+
+    def poll(self, task: ProviderTask, key: ApiKey) -> PollResult:
+        """Fetch the task's status, normalised."""
+
+    def download_headers(self, url: str, key: ApiKey) -> dict[str, str]:
+        """Headers for fetching a result URL (auth only for the provider's own host)."""

@@ -1,0 +1,242 @@
+"""HTTP errors translated to vidqueue's error tree, once, for every provider adapter.
+
+Two questions decide what a failed call means:
+
+- Did the request reach the provider? Connect errors and connect/pool timeouts mean it certainly
+  did not, so any call may simply be retried (``RetryableError``). After the request was sent (read
+  or write timeout, a connection reset, a garbled response) a *submit* may have created a paid
+  task: that is ``SubmitOutcomeUnknown``, which the pipeline never re-sends blindly. For a poll the
+  difference does not matter: every transport failure is retryable.
+- What did the provider answer? A status code plus, for most providers, a business code in the
+  body. Adapters pass a ``BusinessCodes`` hook that classifies the codes they know; anything it
+  leaves alone gets the generic status-code classification below.
+
+Messages carry the provider's name, its code and its message, never the API key: callers pass the
+secret in so it can be redacted should a provider echo it back.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import httpx
+
+from workers.errors import (
+    AUTH_FAILED,
+    INVALID_REQUEST,
+    PERMISSION_DENIED,
+    PROVIDER_PROTOCOL,
+    PROVIDER_UNAVAILABLE,
+    RATE_LIMITED,
+    PermanentError,
+    RetryableError,
+    SubmitOutcomeUnknown,
+    VidqueueError,
+)
+
+# Failures raised before a single byte of the request could reach the provider.
+NOT_SENT: Final = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+)
+# Long enough to say what went wrong, short enough for a job record (HTML error pages are long).
+MAX_MESSAGE_CHARS: Final = 300
+REDACTED: Final = "[redacted]"
+
+
+@dataclass(frozen=True)
+class HttpFailure:
+    """A non-2xx answer, parsed: what a ``BusinessCodes`` hook classifies."""
+
+    provider: str
+    status: int
+    code: str | None
+    message: str
+    retry_after_s: float | None
+
+    def describe(self) -> str:
+        """``zhipu: 1301: unsafe content (HTTP 400)``, or ``zhipu: HTTP 502: Bad Gateway``."""
+        if self.code is None:
+            return f"{self.provider}: HTTP {self.status}: {self.message}"
+        return f"{self.provider}: {self.code}: {self.message} (HTTP {self.status})"
+
+
+# Returns the error for a business code the adapter knows, or None for the generic rules.
+BusinessCodes = Callable[[HttpFailure], VidqueueError | None]
+
+
+@contextmanager
+def transport_errors(provider: str, *, submitting: bool) -> Iterator[None]:
+    """Translate httpx's request errors; ``submitting`` marks a call that may create a task."""
+    try:
+        yield
+    except NOT_SENT as exc:
+        raise RetryableError(
+            f"{provider}: request not sent: {_describe(exc)}", code=PROVIDER_UNAVAILABLE
+        ) from exc
+    except httpx.RequestError as exc:
+        if submitting:
+            raise SubmitOutcomeUnknown(
+                f"{provider}: no answer to a submit that was sent ({_describe(exc)}); "
+                "the provider may have accepted it"
+            ) from exc
+        raise RetryableError(f"{provider}: {_describe(exc)}", code=PROVIDER_UNAVAILABLE) from exc
+
+
+def raise_for_status(
+    response: httpx.Response,
+    provider: str,
+    *,
+    business: BusinessCodes | None = None,
+    secret: str = "",
+) -> None:
+    """Raise the classified error unless the response is a 2xx."""
+    if response.is_success:
+        return
+    failure = parse_failure(response, provider, secret=secret)
+    raise classify(failure, business)
+
+
+def parse_failure(response: httpx.Response, provider: str, *, secret: str = "") -> HttpFailure:
+    code, message = _error_body(response)
+    return HttpFailure(
+        provider=provider,
+        status=response.status_code,
+        code=code,
+        message=redact(message, secret),
+        retry_after_s=retry_after_s(response.headers),
+    )
+
+
+def classify(failure: HttpFailure, business: BusinessCodes | None = None) -> VidqueueError:
+    """The adapter's hook first, then the generic status-code rules."""
+    known = business(failure) if business is not None else None
+    return known if known is not None else classify_status(failure)
+
+
+def classify_status(failure: HttpFailure) -> VidqueueError:
+    """Generic rules: 408, 429 and 5xx are retryable; other errors are permanent."""
+    message, status = failure.describe(), failure.status
+    if status >= 500 or status == 408:
+        return RetryableError(
+            message, code=PROVIDER_UNAVAILABLE, retry_after_s=failure.retry_after_s
+        )
+    if status == 429:
+        return RetryableError(message, code=RATE_LIMITED, retry_after_s=failure.retry_after_s)
+    if status == 401:
+        return PermanentError(message, code=AUTH_FAILED)
+    if status == 403:
+        return PermanentError(message, code=PERMISSION_DENIED)
+    if 400 <= status < 500:
+        return PermanentError(message, code=INVALID_REQUEST)
+    # A redirect or an informational status: not an answer vidqueue can act on.
+    return PermanentError(f"{message} (unexpected status)", code=PROVIDER_PROTOCOL)
+
+
+def json_object(response: httpx.Response, provider: str, *, submitting: bool) -> dict[str, Any]:
+    """The body of a 2xx answer as a JSON object.
+
+    A garbled answer to a submit may still mean the task exists: ``SubmitOutcomeUnknown``.
+    Otherwise it is treated as a passing glitch (``RetryableError``, ``provider_protocol_error``).
+    """
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict):
+        return body
+    message = f"{provider}: HTTP {response.status_code} answer is not a JSON object"
+    if submitting:
+        raise SubmitOutcomeUnknown(f"{message}; the provider may have accepted the submit")
+    raise RetryableError(message, code=PROVIDER_PROTOCOL)
+
+
+def retry_after_s(headers: httpx.Headers, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After``; None when neither is usable."""
+    millis = _non_negative_number(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    return parse_retry_after(headers.get("retry-after"), now=now)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date; a past date gives 0."""
+    if value is None or not value.strip():
+        return None
+    seconds = _non_negative_number(value)
+    if seconds is not None:
+        return seconds
+    try:
+        moment = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:  # "-0000" zones parse as naive; HTTP dates are always GMT
+        moment = moment.replace(tzinfo=UTC)
+    current = now if now is not None else datetime.now(UTC)
+    return max(0.0, (moment - current).total_seconds())
+
+
+def redact(text: str, secret: str) -> str:
+    return text.replace(secret, REDACTED) if secret else text
+
+
+def _non_negative_number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        return None
+    return max(0.0, number)
+
+
+def _error_body(response: httpx.Response) -> tuple[str | None, str]:
+    """``(code, message)`` from ``{"error": {"code", "message"}}`` or a flat ``{code, message}``."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, str) and inner.strip():
+            return None, _shorten(inner)
+        envelope = inner if isinstance(inner, dict) else body
+        code = envelope.get("code")
+        message = envelope.get("message") or envelope.get("msg")
+        if isinstance(message, str) and message.strip():
+            return _code_text(code), _shorten(message)
+        return _code_text(code), _shorten(response.reason_phrase or "error")
+    return None, _shorten(response.text or response.reason_phrase or "error")
+
+
+def _code_text(code: object) -> str | None:
+    """Codes come as strings on the wire, sometimes as ints; both give ``"1301"``."""
+    if isinstance(code, bool) or code is None:
+        return None
+    if isinstance(code, int | str) and str(code).strip():
+        return str(code).strip()
+    return None
+
+
+def _shorten(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MAX_MESSAGE_CHARS else flat[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def _describe(exc: httpx.RequestError) -> str:
+    detail = str(exc).strip()
+    name = type(exc).__name__
+    return f"{name}: {detail}" if detail else name

@@ -1,0 +1,205 @@
+"""Job records in Redis: one hash per job, state indexes, and compare-and-set transitions.
+
+Besides the record fields of DESIGN.md §6 the hash holds internal fields that never leave
+vidqueue: ``key_id`` (the API key holding the job's slot), ``score`` (its waiting-set score),
+``step_until`` (the earliest moment its next step may run, ms), ``deadline_ms``, the provider's
+result URLs, ``task_extra``, ``at_provider`` ("1" while the provider may be working on it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis
+
+from workers import keys, lua
+from workers.jobs import NEXT, TERMINAL, JobError, JobRecord, JobSpec, State, now_iso
+
+_RECORD_INTS: Final = ("attempts", "polls")
+_RECORD_STRS: Final = (
+    "provider_task_id",
+    "submitted_at",
+    "provider_finished_at",
+    "completed_at",
+)
+# A step may start this much before its scheduled time (Celery ETAs use the worker's clock,
+# leases use Redis TIME).
+CLAIM_TOLERANCE_MS: Final = 2000
+
+
+def _states(states: Iterable[State]) -> str:
+    return "," + ",".join(str(s) for s in states) + ","
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of claiming a step: ``ok`` with the job's fields, or why not."""
+
+    ok: bool
+    state: str
+    fields: dict[str, str]
+
+
+class Store:
+    """Reads and writes job records. Every write of ``state`` goes through a CAS script."""
+
+    def __init__(self, client: redis.Redis, *, grace_s: float = 15.0) -> None:
+        self.redis = client
+        self.grace_ms = int(grace_s * 1000)
+        self._create = client.register_script(lua.CREATE)
+        self._transition = client.register_script(lua.TRANSITION)
+        self._claim = client.register_script(lua.CLAIM)
+
+    # -- creating and reading -------------------------------------------------------------
+
+    def create(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        *,
+        producer: str = "",
+        fingerprint: str = "",
+        pipe: redis.client.Pipeline | None = None,
+    ) -> tuple[str, bool] | None:
+        """Store a new queued job and put it in its provider's waiting set.
+
+        Returns ``(job id, created)``; with an idempotency key already used, the existing id
+        and False. With ``pipe`` the call is only queued there and returns None.
+        """
+        created_at = now_iso()
+        spec_json = spec.model_dump_json(exclude_none=True)
+        event = json.dumps({"at": created_at, "state": State.QUEUED, "event": "created"})
+        fields = {
+            "id": job_id,
+            "state": State.QUEUED,
+            "provider": spec.provider,
+            "model": spec.model,
+            "spec": spec_json,
+            "attempts": 0,
+            "polls": 0,
+            "created_at": created_at,
+            "priority": spec.priority,
+            "producer": producer,
+            "fingerprint": fingerprint,
+        }
+        idem = spec.idempotency_key or ""
+        argv: list[Any] = [keys.PREFIX, job_id, spec.priority, idem, keys.IDEMPOTENCY_TTL_S]
+        argv += [event, *[x for pair in fields.items() for x in pair]]
+        script_keys = [
+            keys.job(job_id),
+            keys.waiting(spec.provider),
+            keys.all_jobs(),
+            keys.sequence(),
+            keys.idempotency(idem),
+            keys.events(job_id),
+        ]
+        if pipe is not None:
+            self._create(keys=script_keys, args=argv, client=pipe)
+            return None
+        found, created = self._create(keys=script_keys, args=argv)
+        return found.decode(), bool(created)
+
+    def fields(self, job_id: str) -> dict[str, str]:
+        raw: dict[bytes, bytes] = self.redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def get(self, job_id: str) -> JobRecord | None:
+        fields = self.fields(job_id)
+        return record_from(fields) if fields else None
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        raw: list[bytes] = self.redis.lrange(keys.events(job_id), 0, -1)  # type: ignore[assignment]
+        return [json.loads(item) for item in raw]
+
+    # -- changing ------------------------------------------------------------------------
+
+    def transition(
+        self,
+        job_id: str,
+        allowed: Iterable[State],
+        to: State | None,
+        *,
+        step_s: float | None = None,
+        clear_step: bool = False,
+        fields: Mapping[str, str | int | float] | None = None,
+        incr: str = "",
+        event: str = "",
+    ) -> bool:
+        """Compare-and-set: apply the change only if the job's state is one of ``allowed``.
+
+        ``to`` None keeps the state (a same-state update, e.g. the next poll's schedule).
+        ``step_s`` schedules the job's next step that many seconds from now; the sweep
+        re-sends it when it is ``grace`` overdue. A terminal state without ``step_s`` drops the
+        schedule (with it: the webhook still to send).
+        """
+        allowed = list(allowed)
+        if to is not None:
+            bad = [s for s in allowed if s != to and to not in NEXT[s]]
+            assert not bad, f"transition {bad} -> {to} is not allowed"
+        terminal = to in TERMINAL
+        if step_s is not None:
+            step_ms = max(0, int(step_s * 1000))
+            step, due = str(step_ms), str(step_ms + self.grace_ms)
+        elif terminal or clear_step:
+            step, due = "-", ""
+        else:
+            step, due = "", ""
+        entry = {"at": now_iso(), "state": str(to) if to else "", "event": event}
+        argv: list[str | int] = [keys.PREFIX, job_id, _states(allowed), str(to or ""), step, due]
+        argv += [json.dumps(entry) if (to or event) else ""]
+        argv += [keys.RECORD_TTL_S if terminal else "", incr, keys.EVENTS_MAX]
+        for name, value in (fields or {}).items():
+            argv += [name, str(value)]
+        script_keys = [keys.job(job_id), keys.due(), keys.events(job_id)]
+        ok, _previous = self._transition(keys=script_keys, args=argv)
+        return bool(ok)
+
+    def claim(self, job_id: str, allowed: Iterable[State], *, lease_s: float) -> Claim:
+        """Take the job's current step, so that a duplicate copy of the step does nothing."""
+        lease_ms = int(lease_s * 1000)
+        argv: list[str | int] = [job_id, _states(allowed), lease_ms, lease_ms + self.grace_ms]
+        argv.append(CLAIM_TOLERANCE_MS)
+        ok, state = self._claim(keys=[keys.job(job_id), keys.due()], args=argv)
+        state = state.decode() if isinstance(state, bytes) else str(state)
+        return Claim(ok == 1, state, self.fields(job_id) if ok == 1 else {})
+
+    def requeue(self, job_id: str, provider: str, score: str) -> None:
+        """Put a dispatched-but-unsubmitted job back at its place in the waiting set."""
+        self.redis.zadd(keys.waiting(provider), {job_id: float(score)})
+
+    # -- listing -------------------------------------------------------------------------
+
+    def overdue(self, limit: int = 500) -> list[str]:
+        script = self.redis.register_script(lua.OVERDUE)
+        ids: list[bytes] = script(keys=[keys.due()], args=[self.grace_ms, limit])
+        return [i.decode() for i in ids]
+
+    def count_by_state(self) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for state in State:
+            pipe.scard(keys.by_state(state))
+        return {str(s): int(n) for s, n in zip(State, pipe.execute(), strict=True)}
+
+
+def record_from(fields: Mapping[str, str]) -> JobRecord:
+    """The public record (DESIGN.md §6) from a job hash; internal fields stay behind."""
+    data: dict[str, Any] = {
+        "id": fields["id"],
+        "state": fields["state"],
+        "provider": fields["provider"],
+        "model": fields["model"],
+        "spec": json.loads(fields["spec"]),
+        "created_at": fields["created_at"],
+    }
+    for name in _RECORD_INTS:
+        data[name] = int(fields.get(name, "0"))
+    for name in _RECORD_STRS:
+        data[name] = fields.get(name) or None
+    if fields.get("error"):
+        data["error"] = JobError.model_validate_json(fields["error"])
+    if fields.get("result"):
+        data["result"] = json.loads(fields["result"])
+    return JobRecord.model_validate(data)

@@ -1,0 +1,97 @@
+"""The periodic sweep (Celery beat): repairs what a lossy broker or a killed worker dropped.
+
+1. Every job whose next step is overdue by more than the grace gets that step re-sent. The
+   step's claim makes a re-send harmless when the original message turns up after all.
+2. Every expired slot lease is looked at: a job the provider may still be working on keeps
+   its slot (renewed), anything else gives it back. Leases are never dropped blindly, so a
+   crash can delay work but never push the provider over its cap.
+3. Every provider's free slots are filled from its waiting set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Final
+
+from workers import keys
+from workers.deps import Deps
+from workers.jobs import State
+from workers.pipeline import AT_PROVIDER, dispatch
+from workers.steps import Step, StepName
+
+log = logging.getLogger("vidqueue.sweep")
+
+STEP_OF: Final[dict[State, StepName]] = {
+    State.QUEUED: "submit",
+    State.SUBMITTING: "submit",
+    State.RUNNING: "poll",
+    State.MIRRORING: "mirror",
+    State.SUCCEEDED: "notify",
+    State.FAILED: "notify",
+    State.CANCELLED: "notify",
+}
+
+
+def sweep(d: Deps) -> list[Step]:
+    steps = resend_overdue(d)
+    reclaim_leases(d)
+    for provider in d.catalogue.providers:
+        steps += dispatch(provider, d)
+    return steps
+
+
+def resend_overdue(d: Deps) -> list[Step]:
+    steps: list[Step] = []
+    for job_id in d.store.overdue():
+        fields = d.store.fields(job_id)
+        state = State(fields["state"]) if fields else None
+        if state is None:
+            d.redis.zrem(keys.due(), job_id)
+            continue
+        if state == State.SUBMIT_UNKNOWN:
+            _give_up_slot(job_id, fields, d)
+            continue
+        step = STEP_OF[state]
+        if step == "notify" and fields.get("notify") != "pending":
+            d.store.transition(job_id, (state,), None, clear_step=True)
+            continue
+        if step == "submit" and not fields.get("key_id"):
+            d.store.transition(job_id, (state,), None, clear_step=True)
+            continue
+        # Make the step claimable now, and due again only after another grace period.
+        if d.store.transition(job_id, (state,), None, step_s=0, event=f"sweep re-sent {step}"):
+            log.info("job %s: %s overdue, re-sent", job_id, step)
+            steps.append(Step(step, job_id))
+    return steps
+
+
+def _give_up_slot(job_id: str, fields: dict[str, str], d: Deps) -> None:
+    """A submit_unknown job past its provider deadline no longer counts at the provider."""
+    if fields.get("key_id"):
+        d.gate.release(fields["provider"], fields["key_id"], job_id)
+    d.store.transition(
+        job_id, (State.SUBMIT_UNKNOWN,), None, clear_step=True, fields={"at_provider": ""}
+    )
+
+
+def reclaim_leases(d: Deps) -> int:
+    """Renew the expired leases of jobs still at the provider; release the rest."""
+    released = 0
+    for name, config in d.catalogue.providers.items():
+        for key_id in config.key_ids():
+            for job_id in d.gate.expired(name, key_id):
+                fields = d.store.fields(job_id)
+                still_there = fields.get("state") in AT_PROVIDER and _before_deadline(fields)
+                if still_there and fields.get("key_id") == key_id:
+                    d.gate.renew(name, key_id, job_id)
+                else:
+                    d.gate.release(name, key_id, job_id)
+                    released += 1
+                    log.warning("released the expired slot of job %s (%s)", job_id, name)
+    return released
+
+
+def _before_deadline(fields: dict[str, str]) -> bool:
+    deadline_ms = int(fields.get("deadline_ms") or "0")
+    return deadline_ms == 0 or deadline_ms > time.time() * 1000

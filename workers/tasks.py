@@ -1,0 +1,87 @@
+"""The Celery tasks: thin, named, and only translating between Celery and the pipeline.
+
+Each task takes the job id and nothing else, runs one step function, and publishes the steps
+it returns. An exception that escapes a step is logged by Celery; the step's claim then
+lapses and the sweep re-sends it, so no error path needs its own retry loop here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery.signals import worker_init, worker_process_init
+
+from config import providers
+from config.celery import app
+from config.settings import get_settings
+from workers import delivery, pipeline
+from workers.deps import Deps, build
+from workers.steps import TASKS, Step, send
+from workers.sweep import sweep as sweep_step
+
+log = logging.getLogger("vidqueue.tasks")
+
+_deps: Deps | None = None
+
+# Redis hiccups (a restart, a failover) are retried by Celery itself; the rest by the sweep.
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+_COMMON: dict[str, Any] = {
+    "autoretry_for": _REDIS_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 30,
+    "max_retries": 8,
+}
+
+
+def deps() -> Deps:
+    """This process's clients, built on first use after fork (never at import)."""
+    global _deps
+    if _deps is None:
+        _deps = build(get_settings())
+    return _deps
+
+
+@worker_init.connect
+def _check_config(**_: Any) -> None:
+    """Stop the worker at startup when the providers file or a key variable is wrong."""
+    providers.load(get_settings().providers_file).check_keys()
+
+
+@worker_process_init.connect
+def _forget_parent_clients(**_: Any) -> None:
+    global _deps
+    _deps = None
+
+
+def _run(step: Callable[[str, Deps], list[Step]], job_id: str) -> None:
+    send(app, step(job_id, deps()))
+
+
+# Soft limits sit below the hard ones so a step can end cleanly; both above the step's own
+# HTTP timeouts. A step cut short leaves its claim to lapse, and the sweep re-sends it.
+@app.task(name=TASKS["submit"], soft_time_limit=150, time_limit=180, **_COMMON)
+def submit(job_id: str) -> None:
+    _run(pipeline.submit, job_id)
+
+
+@app.task(name=TASKS["poll"], soft_time_limit=90, time_limit=120, **_COMMON)
+def poll(job_id: str) -> None:
+    _run(pipeline.poll, job_id)
+
+
+@app.task(name=TASKS["mirror"], soft_time_limit=1500, time_limit=1700, **_COMMON)
+def mirror(job_id: str) -> None:
+    _run(delivery.mirror, job_id)
+
+
+@app.task(name=TASKS["notify"], soft_time_limit=45, time_limit=60, **_COMMON)
+def notify(job_id: str) -> None:
+    _run(delivery.notify, job_id)
+
+
+@app.task(name=TASKS["sweep"], soft_time_limit=120, time_limit=150, **_COMMON)
+def sweep() -> None:
+    send(app, sweep_step(deps()))
