@@ -84,7 +84,10 @@ async def _config_error(_: Request, exc: ConfigError) -> JSONResponse:
 def producer_identity(authorization: Annotated[str | None, Header()] = None) -> str:
     """The caller's identity (a hash of its bearer token); 401 when tokens are required."""
     tokens = get_settings().api_token_set
-    token = (authorization or "").removeprefix("Bearer ").strip()
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        token = ""
+    token = token.strip()
     if not tokens:
         return "anonymous" if not token else _identity(token)
     if token not in tokens:

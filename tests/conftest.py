@@ -159,3 +159,12 @@ def idle_stack(live: LiveStack) -> LiveStack:
                  gen_time_s=1.0, gen_jitter_s=0.3, url_ttl_s=3600, video_bytes=262144)
     live.sim("POST", "/_sim/reset")
     return live
+
+
+@pytest.fixture
+def redis_db(live: LiveStack) -> Iterator[redis.Redis]:
+    """A clean database (db 15) on the live Redis server, for unit tests of Lua and keys."""
+    client = redis.Redis.from_url(live.settings.redis_url.rsplit("/", 1)[0] + "/15")
+    client.flushdb()
+    yield client
+    client.flushdb()

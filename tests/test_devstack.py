@@ -24,8 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from config.settings import Settings
-from devstack import ProcessManager, ServiceError, ServiceSpec, Stack, StartError
-from devstack import redis_server
+from devstack import ProcessManager, ServiceError, ServiceSpec, Stack, StartError, redis_server
 from devstack.env import stack_env
 from devstack.ports import free_ports
 from devstack.probes import log_says
@@ -208,10 +207,13 @@ def test_stop_leaves_no_process_behind(make_stack: StackFactory) -> None:
 def test_start_refuses_a_port_already_in_use(make_stack: StackFactory) -> None:
     # Given something else listening on the stack's Redis port
     stack = make_stack()
-    with socket.create_server(("127.0.0.1", stack.settings.redis_port)):
-        # When Redis is started, then it fails at once naming the port
-        with pytest.raises(StartError, match=f"port 127.0.0.1:{stack.settings.redis_port}"):
-            stack.start_redis()
+    port = stack.settings.redis_port
+    # When Redis is started, then it fails at once naming the port
+    with (
+        socket.create_server(("127.0.0.1", port)),
+        pytest.raises(StartError, match=f"port 127.0.0.1:{port}"),
+    ):
+        stack.start_redis()
     assert not stack.is_running("redis")
 
 
@@ -300,7 +302,7 @@ def test_record_of_a_dead_process_reads_as_stopped(tmp_path: Path) -> None:
     second = ProcessManager(run_dir)
     # Then the service is stopped and can be started again
     assert second.names() == ["svc"]
-    assert not second.status("svc").running
+    assert wait_until(lambda: not second.status("svc").running, 5.0)
     assert second.start(python_spec(tmp_path, "svc", code)).running
     second.stop("svc")
 
