@@ -6,13 +6,17 @@ Roles: ``celery -A workers worker`` (every vidqueue queue; ``-Q`` picks a subset
 
 from __future__ import annotations
 
-from typing import Final
+import sys
+from typing import Any, Final
 
 from celery import Celery
-from kombu import Queue
+from celery.signals import worker_init
+from kombu import Exchange, Queue
 
+from config import providers
 from config.providers import MAX_COUNTDOWN_S
 from config.settings import Settings, get_settings
+from workers.errors import ConfigError
 from workers.steps import QUEUES, TASKS
 
 # Redis re-delivers a message that stays un-acked this long. ETA messages (poll countdowns)
@@ -41,7 +45,7 @@ def make_app(settings: Settings) -> Celery:
         result_serializer="json",
         task_ignore_result=True,
         # Explicit queues only: a typo in a queue name fails instead of creating a dead queue.
-        task_queues=[Queue(name) for name in QUEUES.values()],
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES.values()],
         task_routes={TASKS[step]: {"queue": QUEUES[step]} for step in TASKS},
         task_default_queue=QUEUES["sweep"],
         task_create_missing_queues=False,
@@ -74,6 +78,19 @@ def make_app(settings: Settings) -> Celery:
         },
     )
     return app
+
+
+@worker_init.connect
+def _check_config(**_: Any) -> None:
+    """Stop a worker at startup when the providers file or an API key variable is wrong.
+
+    Celery logs and swallows exceptions from signal handlers, so exit explicitly.
+    """
+    try:
+        providers.load(get_settings().providers_file).check_keys()
+    except ConfigError as exc:
+        print(f"vidqueue: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(78) from None  # EX_CONFIG
 
 
 app = make_app(get_settings())

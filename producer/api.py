@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import redis
@@ -25,12 +27,22 @@ from workers.jobs import JobRecord
 
 log = logging.getLogger("vidqueue.api")
 
+_client: Client | None = None
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """Read the providers file at startup, so a bad one stops the API with a clear error."""
+    client().validate_config()
+    yield
+
+
 app = FastAPI(
     title="vidqueue",
     version="0.1.0",
     description="A job queue for AI video generation. Enqueue jobs, read their records.",
+    lifespan=lifespan,
 )
-_client: Client | None = None
 
 
 def client() -> Client:

@@ -74,6 +74,10 @@ class Client:
             return celery.app
         return celery.make_app(self.settings)
 
+    def validate_config(self) -> None:
+        """Load the providers file now (it is otherwise read on first use)."""
+        self.catalogue.get(next(iter(self.catalogue.providers)))
+
     def validate(self, data: Mapping[str, Any] | JobSpec) -> JobSpec:
         """Everything checked before a job is accepted: shape, provider, model rules."""
         spec = data if isinstance(data, JobSpec) else parse_spec(data)

@@ -12,9 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_process_init
 
-from config import providers
 from config.celery import app
 from config.settings import get_settings
 from workers import delivery, pipeline
@@ -42,12 +41,6 @@ def deps() -> Deps:
     if _deps is None:
         _deps = build(get_settings())
     return _deps
-
-
-@worker_init.connect
-def _check_config(**_: Any) -> None:
-    """Stop the worker at startup when the providers file or a key variable is wrong."""
-    providers.load(get_settings().providers_file).check_keys()
 
 
 @worker_process_init.connect
