@@ -64,6 +64,14 @@ class ProviderConfig(BaseModel):
             raise ValueError(f"unknown kind {value!r}; expected one of {sorted(KINDS)}")
         return value
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _distinct_keys(cls, value: list[str]) -> list[str]:
+        repeated = sorted({v for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(repeated)} more than once")
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -135,7 +143,8 @@ def parse(document: dict[str, Any], source: str = "providers file") -> Catalogue
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"providers.{name}.{where}: {first['msg']}") from None
+            message = first["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"providers.{name}.{where}: {message}") from None
         for key_id in providers[name].keys:
             if key_id not in providers[name].api_key_env:
                 raise ConfigError(f"providers.{name}.keys.{key_id}: not listed in api_key_env")

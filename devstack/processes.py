@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devstack.pids import pid_alive, pid_exists, signal_group, signal_pid, start_ticks
 from devstack.ports import port_is_free
 
 LOG_TAIL_LINES = 40
@@ -106,7 +106,10 @@ class ProcessManager:
         if self.is_running(spec.name):
             raise ServiceError(f"{spec.name} is already running (pid {self._pid(spec.name)})")
         if spec.port is not None and not port_is_free(spec.port):
-            raise StartError(f"{spec.name}: port 127.0.0.1:{spec.port} is already in use")
+            raise StartError(
+                f"{spec.name}: port 127.0.0.1:{spec.port} is already in use "
+                "(another stack or server? the VIDQUEUE_* settings choose the ports)"
+            )
         self.pids_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         launch = self._spawn(spec)
@@ -120,13 +123,18 @@ class ProcessManager:
         if record is None:
             return
         pid = int(record["pid"])
-        if self._alive(name, record):
-            _signal_pid(pid, signal.SIGTERM)
+        ours = self._alive(name, record)
+        if ours:
+            signal_pid(pid, signal.SIGTERM)
             timeout = timeout_s if timeout_s is not None else float(record["stop_timeout_s"])
             if not self._wait_dead(name, record, timeout):
-                _signal_group(pid, signal.SIGKILL)
+                signal_group(pid, signal.SIGKILL)
                 self._wait_dead(name, record, 5.0)
-        _signal_group(pid, signal.SIGKILL)
+        # Leftover members of its group (e.g. pool processes of a crashed worker). A pid that now
+        # belongs to another process is left alone; the kernel never hands out a pid still used
+        # as a group id, so with the leader gone, group ``pid`` can only be the service's.
+        if ours or not pid_exists(pid):
+            signal_group(pid, signal.SIGKILL)
         self._forget(name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL, *, group: bool = True) -> None:
@@ -139,9 +147,9 @@ class ProcessManager:
             raise ServiceError(f"{name} is not running")
         pid = int(record["pid"])
         if group:
-            _signal_group(pid, sig)
+            signal_group(pid, sig)
         else:
-            _signal_pid(pid, sig)
+            signal_pid(pid, sig)
         if sig == signal.SIGKILL:
             self._wait_dead(name, record, 10.0)
             self._forget(name)
@@ -195,14 +203,17 @@ class ProcessManager:
             code = self._children[spec.name].poll()
             if code is not None:
                 self._fail(spec, launch, f"exited with code {code} before it was ready")
-            if spec.ready(launch):
-                return
+            try:
+                if spec.ready(launch):
+                    return
+            except Exception as exc:  # probes must not raise: a bug, but clean up all the same
+                self._fail(spec, launch, f"readiness check raised {exc!r}")
             if time.monotonic() > deadline:
                 self._fail(spec, launch, f"not ready after {spec.start_timeout_s:g} s")
             time.sleep(0.1)
 
     def _fail(self, spec: ServiceSpec, launch: Launch, why: str) -> None:
-        _signal_group(launch.pid, signal.SIGKILL)
+        signal_group(launch.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._children[spec.name].wait(timeout=5.0)
         self._forget(spec.name)
@@ -216,7 +227,7 @@ class ProcessManager:
         child = self._children.get(name)
         if child is not None and child.pid == pid:
             return child.poll() is None
-        return _pid_alive(pid, record.get("start_ticks"))
+        return pid_alive(pid, record.get("start_ticks"))
 
     def _wait_dead(self, name: str, record: Mapping[str, Any], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -236,7 +247,7 @@ class ProcessManager:
     def _write_record(self, spec: ServiceSpec, pid: int) -> None:
         record = {
             "pid": pid,
-            "start_ticks": _start_ticks(pid),
+            "start_ticks": start_ticks(pid),
             "address": spec.address,
             "stop_timeout_s": spec.stop_timeout_s,
             "leftovers": [str(path) for path in spec.leftovers],
@@ -260,43 +271,3 @@ class ProcessManager:
             Path(leftover).unlink(missing_ok=True)
         self._record_path(name).unlink(missing_ok=True)
         self._children.pop(name, None)
-
-
-def _signal_pid(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    """Signal a process group; services lead their own (``start_new_session``), so pgid = pid."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of ``/proc/{pid}/stat`` after the command name, or None where unavailable."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw.rsplit(")", 1)[1].split()
-
-
-def _start_ticks(pid: int) -> int | None:
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields else None
-
-
-def _pid_alive(pid: int, start_ticks: int | None) -> bool:
-    """Whether ``pid`` is a live (non-zombie) process that started when the record says."""
-    fields = _proc_stat(pid)
-    if fields is not None:
-        same = start_ticks is None or int(fields[19]) == start_ticks
-        return same and fields[0] != "Z"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -155,8 +155,16 @@ def idle_stack(live: LiveStack) -> LiveStack:
         if time.monotonic() > deadline:
             raise AssertionError("the stack never became idle")
         time.sleep(0.2)
-    live.set_sim(fail_rate=0, poll_error_rate=0, submit_error_rate=0, concurrency_limit=0,
-                 gen_time_s=1.0, gen_jitter_s=0.3, url_ttl_s=3600, video_bytes=262144)
+    live.set_sim(
+        fail_rate=0,
+        poll_error_rate=0,
+        submit_error_rate=0,
+        concurrency_limit=0,
+        gen_time_s=1.0,
+        gen_jitter_s=0.3,
+        url_ttl_s=3600,
+        video_bytes=262144,
+    )
     live.sim("POST", "/_sim/reset")
     return live
 

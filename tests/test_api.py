@@ -14,9 +14,7 @@ GOOD = {"provider": "zhipu", "model": "cogvideox-flash", "prompt": "a lighthouse
 
 
 def _post(live: LiveStack, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(
-        f"{live.api_url}/v1/jobs", json=body, headers=headers or AUTH, timeout=10
-    )
+    return httpx.post(f"{live.api_url}/v1/jobs", json=body, headers=headers or AUTH, timeout=10)
 
 
 def test_post_a_job_returns_202_and_the_record(live: LiveStack) -> None:
@@ -25,8 +23,20 @@ def test_post_a_job_returns_202_and_the_record(live: LiveStack) -> None:
     record = answer.json()
     assert record["state"] in ("queued", "submitting", "running")
     assert set(record) >= {
-        "id", "state", "provider", "model", "spec", "provider_task_id", "attempts", "polls",
-        "created_at", "submitted_at", "provider_finished_at", "completed_at", "error", "result",
+        "id",
+        "state",
+        "provider",
+        "model",
+        "spec",
+        "provider_task_id",
+        "attempts",
+        "polls",
+        "created_at",
+        "submitted_at",
+        "provider_finished_at",
+        "completed_at",
+        "error",
+        "result",
     }
     again = httpx.get(f"{live.api_url}/v1/jobs/{record['id']}", headers=AUTH, timeout=10)
     assert again.status_code == 200 and again.json()["id"] == record["id"]

@@ -44,7 +44,12 @@ def test_task_names_are_the_stable_contract() -> None:
     import workers.tasks  # noqa: F401  (registers the tasks)
 
     names = {n for n in app.tasks if n.startswith("vidqueue.")}
-    assert names == {"vidqueue.submit", "vidqueue.poll", "vidqueue.mirror", "vidqueue.notify",
-                     "vidqueue.sweep"}
+    assert names == {
+        "vidqueue.submit",
+        "vidqueue.poll",
+        "vidqueue.mirror",
+        "vidqueue.notify",
+        "vidqueue.sweep",
+    }
     for name in names:
         assert app.amqp.router.route({}, name)["queue"].name == name.split(".")[1]

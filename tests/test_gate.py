@@ -16,6 +16,7 @@ import redis
 
 from config.providers import ProviderConfig, parse
 from workers import keys
+from workers.errors import ConfigError
 from workers.gate import SUBMIT_DUE_S, Dispatched, Gate
 from workers.jobs import JobSpec, State
 from workers.store import Store
@@ -177,12 +178,12 @@ def test_concurrent_dispatchers_never_exceed_the_cap(store: Store, redis_db: red
     # Given 200 waiting jobs and a key capped at 5
     enqueue(store, 200)
     config = provider(max_in_flight=5)
-    pool = redis_db.connection_pool.connection_kwargs
+    where = {k: redis_db.connection_pool.connection_kwargs[k] for k in ("host", "port", "db")}
     barrier = threading.Barrier(16, timeout=10)
     results: list[list[Dispatched]] = []
 
     def dispatcher() -> None:
-        gate = Gate(redis.Redis(**pool), lease_s=LEASE_S)
+        gate = Gate(redis.Redis(**where), lease_s=LEASE_S)
         barrier.wait()
         for _ in range(5):
             results.append(gate.dispatch(config))
@@ -275,17 +276,8 @@ def test_keys_with_different_caps_are_counted_separately(store: Store, gate: Gat
     assert Counter(d.key_id for d in dispatched) == {"KEY_A": 2, "KEY_B": 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config/providers.py accepts api_key_env with a repeated name; key_ids() repeats it "
-    "and DISPATCH (lua.py) computes the free slots of each listed copy from the same gate zset "
-    "before popping, so one key gets 2 x its cap",
-)
-def test_a_key_listed_twice_still_gets_only_its_cap(store: Store, gate: Gate) -> None:
-    # Given a provider file that lists the same key variable twice, capped at 2
-    enqueue(store, 10)
-    config = provider(max_in_flight=2, keys_=["KEY_A", "KEY_A"])
-    # When it dispatches
-    gate.dispatch(config)
-    # Then the key holds at most its cap
-    assert gate.in_flight("sim", "KEY_A") <= 2
+def test_a_key_listed_twice_cannot_double_its_cap() -> None:
+    # Given a provider file that lists the same key variable twice
+    # When it is loaded, Then it is refused before any dispatch could double the key's cap
+    with pytest.raises(ConfigError, match="api_key_env"):
+        provider(max_in_flight=2, keys_=["KEY_A", "KEY_A"])

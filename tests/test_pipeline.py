@@ -36,7 +36,11 @@ def test_a_job_goes_from_queued_to_succeeded_with_its_video_in_s3(idle_stack: Li
     # Then it went queued → submitting → running → mirroring → succeeded
     assert done.state == State.SUCCEEDED, done.error
     assert _states_seen(live, job.id) == [
-        "queued", "submitting", "running", "mirroring", "succeeded"
+        "queued",
+        "submitting",
+        "running",
+        "mirroring",
+        "succeeded",
     ]
     assert done.provider_task_id and done.polls >= 1 and done.attempts == 1
     assert done.submitted_at and done.provider_finished_at and done.completed_at

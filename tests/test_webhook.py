@@ -48,7 +48,12 @@ def _independent_signature(secret: str, headers: dict[str, str], body: bytes) ->
 
 def test_a_finished_job_posts_a_signed_webhook(idle_stack: LiveStack, receiver: str) -> None:
     live = idle_stack
-    spec = {"provider": "zhipu", "model": "cogvideox-flash", "prompt": "x", "callback_url": receiver}
+    spec = {
+        "provider": "zhipu",
+        "model": "cogvideox-flash",
+        "prompt": "x",
+        "callback_url": receiver,
+    }
     job = live.client.enqueue(spec)
     live.wait_all([job.id])
     deadline = time.monotonic() + 20

@@ -36,6 +36,7 @@ class Gate:
         self._dispatch = client.register_script(lua.DISPATCH)
         self._renew = client.register_script(lua.RENEW)
         self._expired = client.register_script(lua.EXPIRED)
+        self._reclaim = client.register_script(lua.RECLAIM)
 
     def dispatch(self, config: ProviderConfig) -> list[Dispatched]:
         """Pop waiting jobs into every free slot of the provider's keys (round-robin)."""
@@ -68,6 +69,16 @@ class Gate:
     def expired(self, provider: str, key_id: str) -> list[str]:
         ids: list[bytes] = self._expired(keys=[keys.gate(provider, key_id)])
         return [i.decode() for i in ids]
+
+    def reclaim(self, provider: str, key_id: str, job_id: str, at_provider: str) -> int:
+        """Decide one expired lease atomically: 0 not expired, 1 renewed, 2 released.
+
+        ``at_provider`` lists the states (',a,b,') in which the provider may still be working
+        on the job; such a job keeps its slot until its deadline.
+        """
+        script_keys = [keys.gate(provider, key_id), keys.job(job_id)]
+        argv: list[str | int] = [job_id, key_id, self.lease_ms, at_provider]
+        return int(self._reclaim(keys=script_keys, args=argv))
 
     def waiting(self, provider: str) -> int:
         return int(self.redis.zcard(keys.waiting(provider)))

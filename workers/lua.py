@@ -169,3 +169,66 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LI
                   tonumber(ARGV[2]))
 """
 )
+
+# The sweep re-sends an overdue step only if it is *still* overdue and in the state it read:
+# a step claimed since then is left to the task that claimed it.
+# KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = events list. ARGV[1] = job id,
+# ARGV[2] = expected state, ARGV[3] = grace ms, ARGV[4] = event JSON, ARGV[5] = events cap.
+# Returns 1 when the step was made claimable now (and due again after the grace), else 0.
+RESEND: Final = (
+    _NOW
+    + """
+if redis.call('HGET', KEYS[1], 'state') ~= ARGV[2] then return 0 end
+local due = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not due or tonumber(due) > now - tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'step_until', now)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[4])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
+return 1
+"""
+)
+
+# Decides an expired lease atomically: a job the provider may still be working on (state in
+# ARGV[4], same key, before its deadline) keeps its slot; anything else gives it back.
+# KEYS[1] = gate zset, KEYS[2] = job hash. ARGV[1] = job id, ARGV[2] = key id,
+# ARGV[3] = lease ms, ARGV[4] = states at the provider (',a,b,').
+# Returns 0 if the lease is not (or no longer) expired, 1 if renewed, 2 if released.
+RECLAIM: Final = (
+    _NOW
+    + """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > now then return 0 end
+local state = redis.call('HGET', KEYS[2], 'state')
+local key_id = redis.call('HGET', KEYS[2], 'key_id')
+local deadline = tonumber(redis.call('HGET', KEYS[2], 'deadline_ms') or '0') or 0
+if state and string.find(ARGV[4], ',' .. state .. ',', 1, true) and key_id == ARGV[2]
+   and (deadline == 0 or deadline > now) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+  return 1
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 2
+"""
+)
+
+# Drops from the indexes the ids of records that expired. Only ids created more than the
+# record TTL ago can have expired, so the scan starts from the oldest and stops there.
+# KEYS[1] = all-jobs zset. ARGV[1] = prefix, ARGV[2] = TTL ms, ARGV[3] = limit,
+# ARGV[4..] = every state name. Returns how many ids were dropped.
+PRUNE: Final = (
+    _NOW
+    + """
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0,
+                       tonumber(ARGV[3]))
+local dropped = 0
+for _, id in ipairs(old) do
+  if redis.call('EXISTS', ARGV[1] .. ':job:' .. id) == 0 then
+    redis.call('ZREM', KEYS[1], id)
+    for i = 4, #ARGV do redis.call('SREM', ARGV[1] .. ':state:' .. ARGV[i], id) end
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
+)

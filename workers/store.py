@@ -52,6 +52,9 @@ class Store:
         self._create = client.register_script(lua.CREATE)
         self._transition = client.register_script(lua.TRANSITION)
         self._claim = client.register_script(lua.CLAIM)
+        self._resend = client.register_script(lua.RESEND)
+        self._prune = client.register_script(lua.PRUNE)
+        self._overdue = client.register_script(lua.OVERDUE)
 
     # -- creating and reading -------------------------------------------------------------
 
@@ -173,9 +176,20 @@ class Store:
     # -- listing -------------------------------------------------------------------------
 
     def overdue(self, limit: int = 500) -> list[str]:
-        script = self.redis.register_script(lua.OVERDUE)
-        ids: list[bytes] = script(keys=[keys.due()], args=[self.grace_ms, limit])
+        ids: list[bytes] = self._overdue(keys=[keys.due()], args=[self.grace_ms, limit])
         return [i.decode() for i in ids]
+
+    def mark_resent(self, job_id: str, state: State, step: str) -> bool:
+        """Make an overdue step claimable now, if it is still overdue and still in ``state``."""
+        event = json.dumps({"at": now_iso(), "state": "", "event": f"sweep re-sent {step}"})
+        argv: list[str | int] = [job_id, str(state), self.grace_ms, event, keys.EVENTS_MAX]
+        script_keys = [keys.job(job_id), keys.due(), keys.events(job_id)]
+        return bool(self._resend(keys=script_keys, args=argv))
+
+    def prune_expired(self, *, ttl_s: int = keys.RECORD_TTL_S, limit: int = 1000) -> int:
+        """Drop the ids of expired records from the listing and state indexes."""
+        argv: list[str | int] = [keys.PREFIX, ttl_s * 1000, limit, *(str(s) for s in State)]
+        return int(self._prune(keys=[keys.all_jobs()], args=argv))
 
     def count_by_state(self) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)

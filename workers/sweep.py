@@ -5,13 +5,13 @@
 2. Every expired slot lease is looked at: a job the provider may still be working on keeps
    its slot (renewed), anything else gives it back. Leases are never dropped blindly, so a
    crash can delay work but never push the provider over its cap.
-3. Every provider's free slots are filled from its waiting set.
+3. The ids of expired (finished, older than the record TTL) records leave the indexes.
+4. Every provider's free slots are filled from its waiting set.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Final
 
 from workers import keys
@@ -22,6 +22,7 @@ from workers.steps import Step, StepName
 
 log = logging.getLogger("vidqueue.sweep")
 
+RELEASED: Final = 2
 STEP_OF: Final[dict[State, StepName]] = {
     State.QUEUED: "submit",
     State.SUBMITTING: "submit",
@@ -36,6 +37,7 @@ STEP_OF: Final[dict[State, StepName]] = {
 def sweep(d: Deps) -> list[Step]:
     steps = resend_overdue(d)
     reclaim_leases(d)
+    d.store.prune_expired()
     for provider in d.catalogue.providers:
         steps += dispatch(provider, d)
     return steps
@@ -60,7 +62,7 @@ def resend_overdue(d: Deps) -> list[Step]:
             d.store.transition(job_id, (state,), None, clear_step=True)
             continue
         # Make the step claimable now, and due again only after another grace period.
-        if d.store.transition(job_id, (state,), None, step_s=0, event=f"sweep re-sent {step}"):
+        if d.store.mark_resent(job_id, state, step):
             log.info("job %s: %s overdue, re-sent", job_id, step)
             steps.append(Step(step, job_id))
     return steps
@@ -77,21 +79,12 @@ def _give_up_slot(job_id: str, fields: dict[str, str], d: Deps) -> None:
 
 def reclaim_leases(d: Deps) -> int:
     """Renew the expired leases of jobs still at the provider; release the rest."""
+    at_provider = ",".join(["", *AT_PROVIDER, ""])
     released = 0
     for name, config in d.catalogue.providers.items():
         for key_id in config.key_ids():
             for job_id in d.gate.expired(name, key_id):
-                fields = d.store.fields(job_id)
-                still_there = fields.get("state") in AT_PROVIDER and _before_deadline(fields)
-                if still_there and fields.get("key_id") == key_id:
-                    d.gate.renew(name, key_id, job_id)
-                else:
-                    d.gate.release(name, key_id, job_id)
+                if d.gate.reclaim(name, key_id, job_id, at_provider) == RELEASED:
                     released += 1
                     log.warning("released the expired slot of job %s (%s)", job_id, name)
     return released
-
-
-def _before_deadline(fields: dict[str, str]) -> bool:
-    deadline_ms = int(fields.get("deadline_ms") or "0")
-    return deadline_ms == 0 or deadline_ms > time.time() * 1000

@@ -1,0 +1,357 @@
+"""The periodic sweep against a real Redis: re-sending overdue steps, reclaiming leases.
+
+Time is moved by writing the due and lease scores into the past (by Redis TIME), so each test
+says exactly how late a job is, and nothing waits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from config.providers import Catalogue, ProviderConfig, parse
+from config.settings import Settings
+from workers import keys
+from workers.deps import Deps
+from workers.gate import Gate
+from workers.jobs import JobSpec, State
+from workers.steps import Step
+from workers.store import Store
+from workers.sweep import reclaim_leases, resend_overdue, sweep
+
+GRACE_S = 1.0
+LEASE_S = 300.0
+KEY = "SWEEP_KEY"
+
+
+def catalogue(max_in_flight: int = 3) -> Catalogue:
+    table: dict[str, Any] = {
+        "kind": "zhipu",
+        "base_url": "http://127.0.0.1:9/zhipu/api/paas/v4",
+        "api_key_env": [KEY],
+        "max_in_flight": max_in_flight,
+        "timeout_s": 600,
+    }
+    return parse({"providers": {"sim": table}})
+
+
+def spec() -> JobSpec:
+    return JobSpec(provider="sim", model="cogvideox-flash", prompt="a boat")
+
+
+def redis_now_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+@pytest.fixture
+def deps(redis_db: redis.Redis) -> Deps:
+    return Deps(
+        settings=Settings(),
+        catalogue=catalogue(),
+        redis=redis_db,
+        store=Store(redis_db, grace_s=GRACE_S),
+        gate=Gate(redis_db, lease_s=LEASE_S),
+    )
+
+
+def config(d: Deps) -> ProviderConfig:
+    return d.config("sim")
+
+
+def dispatched(d: Deps, job_id: str) -> None:
+    """A queued job holding a slot (its submit not yet run)."""
+    d.store.create(job_id, spec())
+    assert [x.job_id for x in d.gate.dispatch(config(d))] == [job_id]
+
+
+def in_state(d: Deps, job_id: str, state: State, *, deadline_in_s: float = 600) -> None:
+    """A dispatched job brought to ``state`` the way the pipeline does it."""
+    dispatched(d, job_id)
+    if state == State.QUEUED:
+        return
+    d.store.transition(job_id, [State.QUEUED], State.SUBMITTING, incr="attempts")
+    if state == State.SUBMITTING:
+        return
+    if state == State.SUBMIT_UNKNOWN:
+        d.store.transition(
+            job_id,
+            [State.SUBMITTING],
+            State.SUBMIT_UNKNOWN,
+            step_s=600,
+            fields={"at_provider": "1"},
+        )
+        return
+    deadline_ms = int((time.time() + deadline_in_s) * 1000)
+    d.store.transition(
+        job_id,
+        [State.SUBMITTING],
+        State.RUNNING,
+        step_s=5,
+        fields={"provider_task_id": "t-1", "deadline_ms": deadline_ms, "at_provider": "1"},
+    )
+    if state in (State.RUNNING, State.FAILED, State.CANCELLED):
+        if state != State.RUNNING:
+            d.store.transition(job_id, [State.RUNNING], state)
+        return
+    d.store.transition(job_id, [State.RUNNING], State.MIRRORING, step_s=0)
+    if state == State.MIRRORING:
+        return
+    d.store.transition(job_id, [State.MIRRORING], state)
+
+
+def overdue(d: Deps, job_id: str) -> None:
+    """The job's next step was due a minute ago (its message was lost)."""
+    d.redis.zadd(keys.due(), {job_id: redis_now_ms(d.redis) - 60_000})
+
+
+def lease_expired(d: Deps, job_id: str) -> None:
+    d.redis.zadd(keys.gate("sim", KEY), {job_id: redis_now_ms(d.redis) - 1000})
+
+
+def lease(d: Deps, job_id: str) -> float | None:
+    return d.redis.zscore(keys.gate("sim", KEY), job_id)
+
+
+# -- overdue steps -------------------------------------------------------------------------
+
+
+def test_an_overdue_running_job_gets_its_poll_re_sent_and_claimable(deps: Deps) -> None:
+    # Given a running job whose poll came due, was claimed by a worker, and the worker died
+    in_state(deps, "job-1", State.RUNNING)
+    deps.store.transition("job-1", [State.RUNNING], None, step_s=0)
+    assert deps.store.claim("job-1", [State.RUNNING], lease_s=30).ok
+    assert not deps.store.claim("job-1", [State.RUNNING], lease_s=30).ok
+    overdue(deps, "job-1")
+    # When the sweep runs
+    earliest = redis_now_ms(deps.redis)
+    steps = sweep(deps)
+    latest = redis_now_ms(deps.redis)
+    # Then a poll is re-sent, due again only after another grace period
+    assert steps == [Step("poll", "job-1")]
+    due = deps.redis.zscore(keys.due(), "job-1")
+    assert due is not None
+    assert earliest + GRACE_S * 1000 <= due <= latest + GRACE_S * 1000
+    assert deps.store.events("job-1")[-1]["event"] == "sweep re-sent poll"
+    # And the re-sent poll can claim the step
+    assert deps.store.claim("job-1", [State.RUNNING], lease_s=30).ok
+
+
+def test_a_re_sent_step_is_not_re_sent_again_by_an_immediate_second_sweep(deps: Deps) -> None:
+    # Given a running job whose poll the sweep just re-sent
+    in_state(deps, "job-1", State.RUNNING)
+    overdue(deps, "job-1")
+    assert sweep(deps) == [Step("poll", "job-1")]
+    # When the sweep runs again right away
+    steps = sweep(deps)
+    # Then nothing is re-sent
+    assert steps == []
+
+
+def test_an_overdue_queued_job_holding_a_slot_gets_its_submit_re_sent(deps: Deps) -> None:
+    # Given a dispatched job whose submit message was lost
+    in_state(deps, "job-1", State.QUEUED)
+    overdue(deps, "job-1")
+    # When the sweep runs
+    steps = sweep(deps)
+    # Then its submit is re-sent, and the re-sent submit can claim the step
+    assert steps == [Step("submit", "job-1")]
+    assert deps.store.claim("job-1", [State.QUEUED], lease_s=15).ok
+
+
+def test_an_overdue_queued_job_without_a_key_is_only_cleared_from_due(deps: Deps) -> None:
+    # Given a queued job holding no slot, yet listed as due
+    deps.store.create("job-1", spec())
+    overdue(deps, "job-1")
+    # When the overdue steps are re-sent
+    steps = resend_overdue(deps)
+    # Then no submit is sent (it has no slot), and it is no longer due
+    assert steps == []
+    assert deps.redis.zscore(keys.due(), "job-1") is None
+    assert deps.store.fields("job-1")["state"] == State.QUEUED
+    assert deps.gate.waiting("sim") == 1
+
+
+def test_an_overdue_entry_of_a_gone_job_is_dropped(deps: Deps) -> None:
+    overdue(deps, "ghost")
+    assert resend_overdue(deps) == []
+    assert deps.redis.zscore(keys.due(), "ghost") is None
+
+
+def test_a_step_not_yet_past_the_grace_is_left_alone(deps: Deps) -> None:
+    # Given a running job whose poll was due a moment ago, within the grace
+    in_state(deps, "job-1", State.RUNNING)
+    deps.redis.zadd(keys.due(), {"job-1": redis_now_ms(deps.redis) - 100})
+    # When the sweep runs, then nothing is re-sent
+    assert sweep(deps) == []
+
+
+# -- leases --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", [State.SUBMITTING, State.RUNNING, State.SUBMIT_UNKNOWN], ids=str)
+def test_an_expired_lease_of_a_job_still_at_the_provider_is_renewed(
+    deps: Deps, state: State
+) -> None:
+    # Given a job the provider may still be working on, before its deadline, lease expired
+    in_state(deps, "job-1", state)
+    lease_expired(deps, "job-1")
+    # When the sweep reclaims leases
+    earliest = redis_now_ms(deps.redis)
+    released = reclaim_leases(deps)
+    # Then the job keeps its slot, for a full lease time
+    assert released == 0
+    score = lease(deps, "job-1")
+    assert score is not None
+    assert score >= earliest + LEASE_S * 1000
+
+
+@pytest.mark.parametrize(
+    "state",
+    [State.QUEUED, State.MIRRORING, State.SUCCEEDED, State.FAILED, State.CANCELLED],
+    ids=str,
+)
+def test_an_expired_lease_of_a_job_not_at_the_provider_is_released(
+    deps: Deps, state: State
+) -> None:
+    # Given a job the provider is not working on, whose lease expired
+    in_state(deps, "job-1", state)
+    lease_expired(deps, "job-1")
+    # When the sweep reclaims leases
+    released = reclaim_leases(deps)
+    # Then the slot is given back
+    assert released == 1
+    assert lease(deps, "job-1") is None
+
+
+def test_an_expired_lease_of_a_gone_job_is_released(deps: Deps) -> None:
+    in_state(deps, "job-1", State.RUNNING)
+    lease_expired(deps, "job-1")
+    deps.redis.delete(keys.job("job-1"))
+    assert reclaim_leases(deps) == 1
+    assert lease(deps, "job-1") is None
+
+
+def test_an_expired_lease_of_a_running_job_past_its_deadline_is_released(deps: Deps) -> None:
+    # Given a running job whose provider deadline passed, and whose lease expired
+    in_state(deps, "job-1", State.RUNNING, deadline_in_s=-1)
+    lease_expired(deps, "job-1")
+    # When the sweep reclaims leases
+    released = reclaim_leases(deps)
+    # Then the slot is given back
+    assert released == 1
+    assert lease(deps, "job-1") is None
+
+
+def test_an_expired_lease_held_under_another_key_than_the_jobs_is_released(deps: Deps) -> None:
+    # Given a running job whose record says it holds another key than this lease's
+    in_state(deps, "job-1", State.RUNNING)
+    deps.store.transition("job-1", [State.RUNNING], None, fields={"key_id": "OTHER_KEY"})
+    lease_expired(deps, "job-1")
+    # When the sweep reclaims leases, then the stray lease is released
+    assert reclaim_leases(deps) == 1
+    assert lease(deps, "job-1") is None
+
+
+def test_a_lease_not_yet_expired_is_left_alone(deps: Deps) -> None:
+    in_state(deps, "job-1", State.SUCCEEDED)
+    before = lease(deps, "job-1")
+    assert reclaim_leases(deps) == 0
+    assert lease(deps, "job-1") == before
+
+
+def test_a_submit_unknown_job_past_its_step_gives_its_slot_back_and_stays_parked(
+    deps: Deps,
+) -> None:
+    # Given a job parked as submit_unknown, holding its slot, now past its provider deadline
+    in_state(deps, "job-1", State.SUBMIT_UNKNOWN)
+    overdue(deps, "job-1")
+    # When the sweep runs
+    steps = sweep(deps)
+    # Then its slot is released, nothing is re-sent, and it stays submit_unknown, unscheduled
+    assert steps == []
+    assert lease(deps, "job-1") is None
+    fields = deps.store.fields("job-1")
+    assert fields["state"] == State.SUBMIT_UNKNOWN
+    assert "at_provider" not in fields
+    assert deps.redis.zscore(keys.due(), "job-1") is None
+
+
+# -- dispatch ------------------------------------------------------------------------------
+
+
+def test_sweep_ends_by_dispatching_free_slots(deps: Deps) -> None:
+    # Given a provider with 3 slots, one held by a finished job whose lease expired,
+    # one by a running job, and 5 jobs waiting (their dispatch was lost)
+    in_state(deps, "done", State.SUCCEEDED)
+    in_state(deps, "running", State.RUNNING)
+    lease_expired(deps, "done")
+    for n in range(5):
+        deps.store.create(f"wait-{n}", spec())
+    # When the sweep runs
+    steps = sweep(deps)
+    # Then the two free slots (one freed by the sweep itself) get the first waiting jobs
+    assert steps == [Step("submit", "wait-0"), Step("submit", "wait-1")]
+    holders = set(deps.gate.holders("sim", KEY))
+    assert holders == {"running", "wait-0", "wait-1"}
+    assert deps.gate.waiting("sim") == 3
+
+
+def test_a_slot_freed_from_a_submit_unknown_job_goes_to_the_next_waiting_job(deps: Deps) -> None:
+    # Given a provider with one slot, held by a submit_unknown job past its step, and a job
+    # waiting behind it
+    deps = dataclasses.replace(deps, catalogue=catalogue(max_in_flight=1))
+    in_state(deps, "parked", State.SUBMIT_UNKNOWN)
+    overdue(deps, "parked")
+    deps.store.create("next", spec())
+    # When the sweep runs, then the waiting job gets the slot
+    assert sweep(deps) == [Step("submit", "next")]
+    assert deps.gate.holders("sim", KEY) == ["next"]
+
+
+# -- races with a live step ----------------------------------------------------------------
+
+
+def test_a_step_claimed_while_the_sweep_decides_is_not_re_sent_over_the_claim(
+    deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a dispatched job whose late submit claims its step just after the sweep listed it
+    in_state(deps, "job-1", State.QUEUED)
+    overdue(deps, "job-1")
+    listed = deps.store.overdue
+
+    def overdue_then_claimed(limit: int = 500) -> list[str]:
+        ids = listed(limit)
+        assert deps.store.claim("job-1", [State.QUEUED, State.SUBMITTING], lease_s=65).ok
+        return ids
+
+    monkeypatch.setattr(deps.store, "overdue", overdue_then_claimed)
+    # When the sweep re-sends what it listed
+    resend_overdue(deps)
+    # Then the copy it may have sent cannot claim the step the first submit holds
+    assert not deps.store.claim("job-1", [State.QUEUED, State.SUBMITTING], lease_s=65).ok
+
+
+def test_a_lease_renewed_while_the_sweep_decides_is_not_released(
+    deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a dispatched job whose lease expired, and whose submit renews it (as submit does
+    # right after its claim) just after the sweep listed the expired leases
+    in_state(deps, "job-1", State.QUEUED)
+    lease_expired(deps, "job-1")
+    listed = deps.gate.expired
+
+    def expired_then_renewed(provider: str, key_id: str) -> list[str]:
+        ids = listed(provider, key_id)
+        assert deps.gate.renew(provider, key_id, "job-1")
+        return ids
+
+    monkeypatch.setattr(deps.gate, "expired", expired_then_renewed)
+    # When the sweep reclaims leases
+    reclaim_leases(deps)
+    # Then the freshly renewed lease is still held
+    assert lease(deps, "job-1") is not None
