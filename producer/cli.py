@@ -19,6 +19,8 @@ from workers.jobs import JobRecord, State
 
 SPEC_FLAGS = ("provider", "model", "prompt", "size", "quality", "negative_prompt", "callback_url")
 INT_FLAGS = ("duration", "fps", "seed", "priority")
+# Subcommands with their own parsers: everything after the name is theirs.
+DELEGATED = ("sim", "dev", "demo")
 
 
 def _key_values(items: Sequence[str], *, flag: str, as_json: bool) -> dict[str, Any]:
@@ -114,9 +116,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        return _delegate(argv[0], argv[1:])
     args = parser().parse_args(argv)
-    if args.command in ("sim", "dev", "demo"):
-        return _delegate(args.command, list(args.rest))
     client = Client()
     try:
         if args.command == "submit":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import sys
 import time
 from collections import Counter
@@ -17,9 +18,9 @@ from typing import Any
 import httpx
 
 from config.settings import Settings, get_settings
-from workers.storage import Storage
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+LOCAL_FLOWER_AUTH = Settings.model_fields["flower_basic_auth"].default
 
 
 def demo_specs(sim_url: str, png: bytes) -> list[dict[str, Any]]:
@@ -79,18 +80,20 @@ def run(settings: Settings, timeout_s: float) -> int:
         records = _watch(http, [j["id"] for j in jobs], started, timeout_s)
     elapsed = time.monotonic() - started
     _table(records)
-    ok = _check_s3(settings, records)
+    ok = _check_s3(records)
     done = sum(r["state"] == "succeeded" for r in records)
     print(
         f"\n{done} of {len(records)} jobs succeeded in {elapsed:.1f}s "
-        f"({len(records) / elapsed:.2f} jobs/s); {ok} videos verified in "
-        f"s3://{settings.s3_bucket}/{settings.s3_prefix}"
+        f"({len(records) / elapsed:.2f} jobs/s); {ok} videos downloaded back from "
+        f"s3://{settings.s3_bucket}/{settings.s3_prefix} and checked by sha256"
     )
-    user = settings.flower_basic_auth.split(":")[0]
-    print(
-        f"Flower: http://127.0.0.1:{settings.flower_port}/  (user {user!r}, password in "
-        "VIDQUEUE_FLOWER_BASIC_AUTH)"
+    user, _, password = settings.flower_basic_auth.partition(":")
+    shown = (
+        password
+        if settings.flower_basic_auth == LOCAL_FLOWER_AUTH
+        else "(VIDQUEUE_FLOWER_BASIC_AUTH)"
     )
+    print(f"Flower: http://127.0.0.1:{settings.flower_port}/  user {user}, password {shown}")
     return 0 if done == len(records) == ok else 1
 
 
@@ -134,12 +137,22 @@ def _table(records: list[dict[str, Any]]) -> None:
         )
 
 
-def _check_s3(settings: Settings, records: list[dict[str, Any]]) -> int:
-    storage = Storage(settings)
+def _check_s3(records: list[dict[str, Any]]) -> int:
+    """Download each video through its presigned URL; count those whose sha256 matches."""
     verified = 0
     for r in records:
         video = (r.get("result") or {}).get("video")
-        if video and storage.head(video["key"])["ContentLength"] == video["size"]:
+        if not video:
+            continue
+        digest, size = hashlib.sha256(), 0
+        with httpx.stream("GET", video["url"], timeout=60) as answer:
+            for chunk in answer.iter_bytes():
+                digest.update(chunk)
+                size += len(chunk)
+        if answer.status_code == 200 and (digest.hexdigest(), size) == (
+            video["sha256"],
+            video["size"],
+        ):
             verified += 1
     return verified
 
