@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workers.errors import ConfigError
 
-KINDS: Final = frozenset({"zhipu"})
+# One adapter module per kind: workers/providers/{kind}.py (see workers.providers).
+KINDS: Final = frozenset({"zhipu", "openai", "gateway", "ark", "kling"})
 # Countdowns must stay far below the broker's visibility timeout (DESIGN.md §3).
 MAX_COUNTDOWN_S: Final = 60.0
 

@@ -17,6 +17,10 @@ LOCAL_DEFAULTS: Mapping[str, str] = {
     "AWS_SECRET_ACCESS_KEY": "vidqueue-local-secret",
     "AWS_DEFAULT_REGION": "us-east-1",
     "SIM_ZHIPU_KEY": "sim-zhipu-key-1",
+    "SIM_OPENAI_KEY": "sim-openai-key-1",
+    "SIM_GATEWAY_KEY": "sim-gateway-key-1",
+    "SIM_ARK_KEY": "sim-ark-key-1",
+    "SIM_KLING_KEY": "sim-kling-access-1:sim-kling-secret-1",
     # Log lines reach the log file (and readiness checks) as they are written.
     "PYTHONUNBUFFERED": "1",
 }

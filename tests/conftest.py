@@ -54,8 +54,60 @@ min_poll_interval_s = 0.2
 max_poll_interval_s = 0.5
 timeout_s = 3
 request_timeout_s = 5
+
+[providers.openai]
+kind = "openai"
+base_url = "http://127.0.0.1:{sim_port}/openai/v1"
+api_key_env = ["SIM_OPENAI_KEY"]
+max_in_flight = 3
+first_poll_s = 0.6
+min_poll_interval_s = 0.2
+max_poll_interval_s = 1.0
+timeout_s = 120
+request_timeout_s = 5
+
+[providers.gateway]
+kind = "gateway"
+base_url = "http://127.0.0.1:{sim_port}/gateway"
+api_key_env = ["SIM_GATEWAY_KEY"]
+max_in_flight = 3
+first_poll_s = 0.6
+min_poll_interval_s = 0.2
+max_poll_interval_s = 1.0
+timeout_s = 120
+request_timeout_s = 5
+
+[providers.ark]
+kind = "ark"
+base_url = "http://127.0.0.1:{sim_port}/ark/api/v3"
+api_key_env = ["SIM_ARK_KEY"]
+max_in_flight = 3
+first_poll_s = 0.6
+min_poll_interval_s = 0.2
+max_poll_interval_s = 1.0
+timeout_s = 120
+request_timeout_s = 5
+
+[providers.kling]
+kind = "kling"
+base_url = "http://127.0.0.1:{sim_port}/kling"
+api_key_env = ["SIM_KLING_KEY"]
+max_in_flight = 3
+first_poll_s = 0.6
+min_poll_interval_s = 0.2
+max_poll_interval_s = 1.0
+timeout_s = 120
+request_timeout_s = 5
 """
-KEYS = {"SIM_ZHIPU_KEY": "sim-key-zhipu-test", "SIM_SOLO_KEY": "sim-key-solo-test"}
+KEYS = {
+    "SIM_ZHIPU_KEY": "sim-key-zhipu-test",
+    "SIM_SOLO_KEY": "sim-key-solo-test",
+    "SIM_OPENAI_KEY": "sim-key-openai-test",
+    "SIM_GATEWAY_KEY": "sim-key-gateway-test",
+    "SIM_ARK_KEY": "sim-key-ark-test",
+    # Kling signs JWTs with an access key and a secret key: one variable holds "AK:SK".
+    "SIM_KLING_KEY": "sim-kling-access:sim-kling-secret-test",
+}
 
 
 @dataclass

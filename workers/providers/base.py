@@ -52,3 +52,11 @@ class VideoProvider(Protocol):
 
     def download_headers(self, url: str, key: ApiKey) -> dict[str, str]:
         """Headers for fetching a result URL (auth only for the provider's own host)."""
+
+    def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
+        """Ask the provider to stop the task. True only if the provider no longer counts it
+        against the key's concurrency (its slot may be freed); False where there is no cancel."""
+
+    def reconcile(self, job_id: str, key: ApiKey) -> ProviderTask | None:
+        """Find the task a submit with an unknown outcome may have created, by the job id the
+        submit carried (e.g. Kling's external_task_id); None where the provider cannot tell."""

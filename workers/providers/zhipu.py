@@ -271,6 +271,14 @@ class ZhipuProvider:
         payload = json_object(response, name, submitting=False)
         return self._poll_result(task, payload, key)
 
+    def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
+        """Zhipu has no cancel endpoint: the task runs to its end and keeps its slot."""
+        return False
+
+    def reconcile(self, job_id: str, key: ApiKey) -> ProviderTask | None:
+        """Zhipu cannot look a task up by request_id."""
+        return None
+
     def download_headers(self, url: str, key: ApiKey) -> dict[str, str]:
         """Zhipu's result URLs are public: sending the key along would only leak it."""
         return {}
@@ -328,3 +336,7 @@ def _failure_detail(payload: dict[str, Any]) -> str:
         code = source.get("code")
         return f"{code}: {message.strip()}" if code not in (None, "") else message.strip()
     return "the task failed (task_status FAIL, no detail given)"
+
+
+# The registry's entry points (workers.providers).
+ADAPTER = ZhipuProvider
