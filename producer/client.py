@@ -121,6 +121,15 @@ class Client:
         }
         return record.model_copy(update={"result": result})
 
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job; raises ``KeyError`` for an unknown id and ``CancelRefused`` when it is
+        mirroring or finished. A job the provider still works on stays counted (and polled)
+        until the provider lets go, unless the provider can cancel it."""
+        steps.send(self._celery, pipeline.cancel(job_id, self.deps))
+        record = self.get(job_id)
+        assert record is not None
+        return record
+
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return self.deps.store.events(job_id)
 

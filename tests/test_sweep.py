@@ -96,9 +96,11 @@ def in_state(d: Deps, job_id: str, state: State, *, deadline_in_s: float = 600) 
     )
     if state in (State.RUNNING, State.FAILED, State.CANCELLED):
         if state != State.RUNNING:
-            d.store.transition(job_id, [State.RUNNING], state)
+            d.store.transition(job_id, [State.RUNNING], state, fields={"at_provider": ""})
         return
-    d.store.transition(job_id, [State.RUNNING], State.MIRRORING, step_s=0)
+    d.store.transition(
+        job_id, [State.RUNNING], State.MIRRORING, step_s=0, fields={"at_provider": ""}
+    )
     if state == State.MIRRORING:
         return
     d.store.transition(job_id, [State.MIRRORING], state)
@@ -208,6 +210,16 @@ def test_an_expired_lease_of_a_job_still_at_the_provider_is_renewed(
     score = lease(deps, "job-1")
     assert score is not None
     assert score >= earliest + LEASE_S * 1000
+
+
+def test_a_cancelled_job_the_provider_still_works_on_keeps_its_slot(deps: Deps) -> None:
+    # Given a job cancelled while running at a provider that has no cancel call
+    in_state(deps, "job-1", State.RUNNING)
+    deps.store.transition("job-1", [State.RUNNING], State.CANCELLED, fields={"at_provider": "1"})
+    lease_expired(deps, "job-1")
+    # When the sweep reclaims leases, Then the provider still counts it: the slot stays
+    assert reclaim_leases(deps) == 0
+    assert lease(deps, "job-1") is not None
 
 
 @pytest.mark.parametrize(

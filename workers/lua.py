@@ -190,7 +190,8 @@ return 1
 )
 
 # Decides an expired lease atomically: a job the provider may still be working on (state in
-# ARGV[4], same key, before its deadline) keeps its slot; anything else gives it back.
+# ARGV[4] or flagged at_provider — e.g. cancelled but still generating —, same key, before its
+# deadline) keeps its slot; anything else gives it back.
 # KEYS[1] = gate zset, KEYS[2] = job hash. ARGV[1] = job id, ARGV[2] = key id,
 # ARGV[3] = lease ms, ARGV[4] = states at the provider (',a,b,').
 # Returns 0 if the lease is not (or no longer) expired, 1 if renewed, 2 if released.
@@ -202,8 +203,9 @@ if not score or tonumber(score) > now then return 0 end
 local state = redis.call('HGET', KEYS[2], 'state')
 local key_id = redis.call('HGET', KEYS[2], 'key_id')
 local deadline = tonumber(redis.call('HGET', KEYS[2], 'deadline_ms') or '0') or 0
-if state and string.find(ARGV[4], ',' .. state .. ',', 1, true) and key_id == ARGV[2]
-   and (deadline == 0 or deadline > now) then
+local working = redis.call('HGET', KEYS[2], 'at_provider') == '1'
+  or (state and string.find(ARGV[4], ',' .. state .. ',', 1, true))
+if working and key_id == ARGV[2] and (deadline == 0 or deadline > now) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
   return 1
 end

@@ -13,9 +13,10 @@ import time
 from typing import Final
 
 from config.providers import MAX_COUNTDOWN_S
-from workers import schedule
+from workers import keys, schedule
 from workers.deps import Deps
 from workers.errors import (
+    CANCELLED,
     SUBMIT_UNKNOWN,
     TIMEOUT,
     DuplicateSubmission,
@@ -33,6 +34,8 @@ log = logging.getLogger("vidqueue.pipeline")
 # After this many retryable submit failures the job fails instead of trying again.
 MAX_SUBMIT_ATTEMPTS: Final = 12
 AT_PROVIDER: Final = (State.SUBMITTING, State.SUBMIT_UNKNOWN, State.RUNNING)
+# States a poll chain serves: running, and cancelled while the provider still works on it.
+POLLED: Final = (State.RUNNING, State.CANCELLED)
 
 
 def error_json(exc: VidqueueError, *, retryable: bool = False) -> str:
@@ -74,25 +77,31 @@ def finish(
     *,
     extra: dict[str, str] | None = None,
     incr: str = "",
+    at_provider: bool = False,
 ) -> list[Step]:
-    """Move the job to a terminal state; schedule its webhook when it has a callback_url."""
+    """Move the job to a terminal state; schedule its webhook when it has a callback_url.
+
+    ``at_provider``: the provider still works on the (cancelled) job, which keeps its slot and
+    its poll chain; the webhook then waits until the provider lets go (``_provider_let_go``).
+    """
     webhook = bool(json.loads(fields["spec"]).get("callback_url"))
+    notify_now = webhook and not at_provider
     moved = d.store.transition(
         job_id,
         allowed,
         to,
-        step_s=0 if webhook else None,
+        step_s=0 if notify_now or at_provider else None,
         incr=incr,
         fields={
             **(extra or {}),
             "error": error.model_dump_json() if error else "",
             "completed_at": now_iso(),
-            "at_provider": "",
+            "at_provider": "1" if at_provider else "",
             "notify": "pending" if webhook else "",
         },
         event=f"{to}: {error.code}" if error else str(to),
     )
-    return [Step("notify", job_id)] if moved and webhook else []
+    return [Step("notify", job_id)] if moved and notify_now else []
 
 
 # -- submit ------------------------------------------------------------------------------
@@ -128,6 +137,8 @@ def submit(job_id: str, d: Deps) -> list[Step]:
     except DuplicateSubmission as exc:
         return _outcome_unknown(job_id, fields, d, exc.message)
     except SubmitOutcomeUnknown as exc:
+        if not provider.idempotent_submit:
+            return _outcome_unknown(job_id, fields, d, exc.message)
         # The provider dedupes on the job id: re-sending is safe, and tells us the outcome.
         log.warning("job %s: %s; re-sending with the same request id", job_id, exc.message)
         countdown = schedule.retry_backoff(int(fields.get("attempts", "0")))
@@ -150,24 +161,29 @@ def _requeue(job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:
 
 
 def _submitted(job_id: str, task: ProviderTask, timeout_s: float, d: Deps) -> list[Step]:
-    config = d.config(d.store.fields(job_id)["provider"])
+    """Persist the provider's task id before anything else, then schedule the first poll."""
+    fields = d.store.fields(job_id)
+    config = d.config(fields["provider"])
     first = schedule.first_poll(config)
-    d.store.transition(
-        job_id,
-        (State.SUBMITTING,),
-        State.RUNNING,
-        step_s=first,
-        fields={
-            "provider_task_id": task.id,
-            "task_extra": json.dumps(task.extra),
-            "submitted_at": now_iso(),
-            "deadline_ms": int((time.time() + timeout_s) * 1000),
-            "at_provider": "1",
-            "error": "",
-        },
-        event="running",
-    )
-    return [Step("poll", job_id, first)]
+    learned: dict[str, str | int] = {
+        "provider_task_id": task.id,
+        "task_extra": json.dumps(task.extra),
+        "submitted_at": now_iso(),
+        "deadline_ms": int((time.time() + timeout_s) * 1000),
+        "at_provider": "1",
+        "error": "",
+    }
+    from_states = (State.SUBMITTING, State.SUBMIT_UNKNOWN)
+    if d.store.transition(
+        job_id, from_states, State.RUNNING, step_s=first, fields=learned, event="running"
+    ):
+        if fields.get("cancel_requested"):
+            return cancel_running(job_id, d)
+        return [Step("poll", job_id, first)]
+    # Cancelled meanwhile: the provider still works on it, so keep polling to free the slot.
+    if d.store.transition(job_id, (State.CANCELLED,), None, step_s=first, fields=learned):
+        return [Step("poll", job_id, first)]
+    return []
 
 
 def _submit_later(job_id: str, fields: dict[str, str], exc: RetryableError, d: Deps) -> list[Step]:
@@ -189,16 +205,29 @@ def _submit_later(job_id: str, fields: dict[str, str], exc: RetryableError, d: D
 
 
 def _outcome_unknown(job_id: str, fields: dict[str, str], d: Deps, why: str) -> list[Step]:
-    """Park the job for reconciliation. Its slot stays held until the provider's deadline,
-    since the provider may be generating it; the sweep frees the slot after that."""
+    """Ask the provider for the task by the job id; failing that, park the job for
+    reconciliation. Its slot stays held until the provider's deadline, since the provider may
+    be generating it; the sweep frees the slot after that."""
     config = d.config(fields["provider"])
-    exc = SubmitOutcomeUnknown(f"{config.name}: {why}")
+    try:
+        found = d.provider(config.name).reconcile(job_id, d.key(config.name, fields["key_id"]))
+    except VidqueueError as exc:
+        log.warning("job %s: reconcile failed: %s", job_id, exc.message)
+        found = None
+    if found is not None:
+        log.info("job %s: reconciled with provider task %s", job_id, found.id)
+        return _submitted(job_id, found, config.timeout_s, d)
+    unknown = SubmitOutcomeUnknown(f"{config.name}: {why}")
     d.store.transition(
         job_id,
         (State.SUBMITTING,),
         State.SUBMIT_UNKNOWN,
         step_s=config.timeout_s,
-        fields={"error": error_json(exc), "at_provider": "1"},
+        fields={
+            "error": error_json(unknown),
+            "at_provider": "1",
+            "deadline_ms": int((time.time() + config.timeout_s) * 1000),
+        },
         event=SUBMIT_UNKNOWN,
     )
     log.error("job %s parked as submit_unknown: %s", job_id, why)
@@ -209,21 +238,25 @@ def _outcome_unknown(job_id: str, fields: dict[str, str], d: Deps, why: str) -> 
 
 
 def poll(job_id: str, d: Deps) -> list[Step]:
-    """Ask the provider how the job is doing; on a terminal status free the slot at once."""
+    """Ask the provider how the job is doing; on a terminal status free the slot at once.
+
+    A job cancelled while the provider still works on it is polled on (state ``cancelled``,
+    ``at_provider``) only to learn when its slot is free again.
+    """
     provider_name = d.store.fields(job_id).get("provider")
     if provider_name is None:
         return []
     config = d.config(provider_name)
     # The lease covers one HTTP call: a poll killed mid-call is re-sent soon after.
-    claim = d.store.claim(job_id, (State.RUNNING,), lease_s=config.request_timeout_s + 10)
-    if not claim.ok:
-        return []
+    claim = d.store.claim(job_id, POLLED, lease_s=config.request_timeout_s + 10)
     fields = claim.fields
+    if not claim.ok or (claim.state == State.CANCELLED and fields.get("at_provider") != "1"):
+        return []
     remaining_s = int(fields.get("deadline_ms", "0")) / 1000 - time.time()
     if remaining_s <= 0:
         exc = PermanentError(f"{config.name}: not finished after {config.timeout_s:.0f}s")
         exc.code = TIMEOUT
-        return fail(job_id, (State.RUNNING,), exc, fields, d) + release(fields, d)
+        return _stop(job_id, fields, exc, d)
     d.gate.renew(config.name, fields["key_id"], job_id)
     task = ProviderTask(fields["provider_task_id"], json.loads(fields.get("task_extra") or "{}"))
     polls = int(fields.get("polls", "0")) + 1
@@ -233,19 +266,43 @@ def poll(job_id: str, d: Deps) -> list[Step]:
         hint = exc.retry_after_s or schedule.next_poll(config, polls, remaining_s=remaining_s)
         return _poll_again(job_id, hint, d, event=f"poll error: {exc.code}")
     except PermanentError as exc:
-        return fail(job_id, (State.RUNNING,), exc, fields, d) + release(fields, d)
+        return _stop(job_id, fields, exc, d)
     if result.status in (ProviderStatus.QUEUED, ProviderStatus.RUNNING):
         delay = schedule.next_poll(
             config, polls, hint_s=result.poll_after_s, remaining_s=remaining_s
         )
         return _poll_again(job_id, delay, d)
+    if fields["state"] == State.CANCELLED:
+        return _provider_let_go(job_id, fields, d, f"provider {result.status} after cancel")
     return _finished(job_id, fields, result, d)
 
 
-def _poll_again(job_id: str, countdown: float, d: Deps, *, event: str = "") -> list[Step]:
+def _stop(job_id: str, fields: dict[str, str], exc: VidqueueError, d: Deps) -> list[Step]:
+    """Polling cannot go on: fail a running job; a cancelled one just lets its slot go."""
+    if fields["state"] == State.CANCELLED:
+        return _provider_let_go(job_id, fields, d, f"stopped polling: {exc.code}")
+    return fail(job_id, (State.RUNNING,), exc, fields, d) + release(fields, d)
+
+
+def _provider_let_go(job_id: str, fields: dict[str, str], d: Deps, why: str) -> list[Step]:
+    """A cancelled job's provider task ended: free the slot, and send the held-back webhook."""
+    webhook = fields.get("notify") == "pending"
     moved = d.store.transition(
-        job_id, (State.RUNNING,), None, step_s=countdown, incr="polls", event=event
+        job_id,
+        (State.CANCELLED,),
+        None,
+        step_s=0 if webhook else None,
+        clear_step=not webhook,
+        incr="polls",
+        fields={"at_provider": "", "provider_finished_at": now_iso()},
+        event=why,
     )
+    steps = [Step("notify", job_id)] if moved and webhook else []
+    return steps + release(fields, d)
+
+
+def _poll_again(job_id: str, countdown: float, d: Deps, *, event: str = "") -> list[Step]:
+    moved = d.store.transition(job_id, POLLED, None, step_s=countdown, incr="polls", event=event)
     return [Step("poll", job_id, countdown)] if moved else []
 
 
@@ -275,3 +332,79 @@ def _finished(job_id: str, fields: dict[str, str], result: PollResult, d: Deps) 
         )
         steps = finish(job_id, (State.RUNNING,), to, error, fields, d, extra=seen, incr="polls")
     return steps + release(fields, d)
+
+
+# -- cancel ------------------------------------------------------------------------------
+
+
+class CancelRefused(VidqueueError):
+    """The job is past the point where cancelling means anything (mirroring or finished)."""
+
+    code = "cannot_cancel"
+
+
+def cancel(job_id: str, d: Deps) -> list[Step]:
+    """Cancel a job on the producer's request. Raises ``CancelRefused`` or ``KeyError``.
+
+    A queued job is dropped at once. A job the provider is working on is cancelled at the
+    provider where it can be (its slot is then freed); elsewhere it is marked cancelled and
+    keeps its slot, polled, until the provider finishes — the provider still counts it.
+    """
+    fields = d.store.fields(job_id)
+    if not fields:
+        raise KeyError(job_id)
+    state = State(fields["state"])
+    if state == State.QUEUED:
+        return _cancel_queued(job_id, fields, d)
+    if state == State.SUBMITTING:
+        # The submit in flight finishes first; it sees this flag and cancels right after.
+        d.store.transition(
+            job_id,
+            (State.SUBMITTING,),
+            None,
+            fields={"cancel_requested": "1"},
+            event="cancel requested",
+        )
+        return []
+    if state == State.SUBMIT_UNKNOWN:
+        return _cancelled(job_id, (State.SUBMIT_UNKNOWN,), fields, d, at_provider=True)
+    if state == State.RUNNING:
+        return cancel_running(job_id, d)
+    if state == State.CANCELLED:
+        return []
+    raise CancelRefused(f"job {job_id} is {state}: too late to cancel")
+
+
+def _cancel_queued(job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:
+    steps = _cancelled(job_id, (State.QUEUED,), fields, d, at_provider=False)
+    d.redis.zrem(keys.waiting(fields["provider"]), job_id)
+    held = d.store.fields(job_id).get("key_id")
+    if held:
+        steps += release({**fields, "key_id": held}, d)
+    return steps
+
+
+def cancel_running(job_id: str, d: Deps) -> list[Step]:
+    fields = d.store.fields(job_id)
+    config = d.config(fields["provider"])
+    task = ProviderTask(fields["provider_task_id"], json.loads(fields.get("task_extra") or "{}"))
+    try:
+        freed = d.provider(config.name).cancel(task, d.key(config.name, fields["key_id"]))
+    except VidqueueError as exc:
+        log.warning("job %s: provider cancel failed: %s", job_id, exc.message)
+        freed = False
+    steps = _cancelled(job_id, (State.RUNNING,), fields, d, at_provider=not freed)
+    return steps + (release(fields, d) if freed else [])
+
+
+def _cancelled(
+    job_id: str, allowed: tuple[State, ...], fields: dict[str, str], d: Deps, *, at_provider: bool
+) -> list[Step]:
+    """Mark the job cancelled. One the provider still counts keeps its slot: with a task id
+    it is polled until the provider lets go; without one (submit_unknown) its lease is kept
+    until the job's deadline by the sweep."""
+    error = JobError(code=CANCELLED, message="cancelled by the producer")
+    steps = finish(job_id, allowed, State.CANCELLED, error, fields, d, at_provider=at_provider)
+    if at_provider and fields.get("provider_task_id"):
+        steps.append(Step("poll", job_id))
+    return steps

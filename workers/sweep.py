@@ -28,10 +28,20 @@ STEP_OF: Final[dict[State, StepName]] = {
     State.SUBMITTING: "submit",
     State.RUNNING: "poll",
     State.MIRRORING: "mirror",
-    State.SUCCEEDED: "notify",
-    State.FAILED: "notify",
-    State.CANCELLED: "notify",
 }
+
+
+def step_for(fields: dict[str, str]) -> StepName | None:
+    """The step an overdue job is waiting for, or None if it waits for nothing."""
+    state = State(fields["state"])
+    if state in STEP_OF:
+        if STEP_OF[state] == "submit" and not fields.get("key_id"):
+            return None
+        return STEP_OF[state]
+    if state == State.CANCELLED and fields.get("at_provider") == "1":
+        # Polled until the provider lets go; without a task id the lease waits for the deadline.
+        return "poll" if fields.get("provider_task_id") else None
+    return "notify" if fields.get("notify") == "pending" else None
 
 
 def sweep(d: Deps) -> list[Step]:
@@ -47,22 +57,18 @@ def resend_overdue(d: Deps) -> list[Step]:
     steps: list[Step] = []
     for job_id in d.store.overdue():
         fields = d.store.fields(job_id)
-        state = State(fields["state"]) if fields else None
-        if state is None:
+        if not fields:
             d.redis.zrem(keys.due(), job_id)
             continue
+        state = State(fields["state"])
         if state == State.SUBMIT_UNKNOWN:
             _give_up_slot(job_id, fields, d)
             continue
-        step = STEP_OF[state]
-        if step == "notify" and fields.get("notify") != "pending":
+        step = step_for(fields)
+        if step is None:
             d.store.transition(job_id, (state,), None, clear_step=True)
-            continue
-        if step == "submit" and not fields.get("key_id"):
-            d.store.transition(job_id, (state,), None, clear_step=True)
-            continue
-        # Make the step claimable now, and due again only after another grace period.
-        if d.store.mark_resent(job_id, state, step):
+        elif d.store.mark_resent(job_id, state, step):
+            # Claimable now, and due again only after another grace period.
             log.info("job %s: %s overdue, re-sent", job_id, step)
             steps.append(Step(step, job_id))
     return steps
