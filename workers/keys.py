@@ -6,6 +6,8 @@ Layout (all under ``vq:``):
 - ``vq:job:{id}:events``     list   the job's timeline (JSON entries), capped
 - ``vq:jobs``                zset   every job id, scored by creation time (ms) — for listing
 - ``vq:state:{state}``       set    job ids in that state — for counts and filters
+- ``vq:producer:{producer}`` zset  a producer's job ids, scored by creation time (ms)
+- ``vq:producers``           set    the names of those producer zsets (for pruning)
 - ``vq:idem:{key}``          string idempotency key → job id
 - ``vq:seq``                 string a counter that orders jobs FIFO within a priority
 - ``vq:wait:{provider}``     zset   jobs waiting for a slot, scored priority-then-FIFO
@@ -40,6 +42,10 @@ def events(job_id: str) -> str:
 
 def all_jobs() -> str:
     return f"{PREFIX}:jobs"
+
+
+def by_producer(producer: str) -> str:
+    return f"{PREFIX}:producer:{producer}"
 
 
 def by_state(state: str) -> str:

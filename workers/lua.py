@@ -16,7 +16,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # KEYS[1] = job hash, KEYS[2] = waiting zset, KEYS[3] = all-jobs zset, KEYS[4] = sequence,
-# KEYS[5] = idempotency key (may be an unused name when ARGV[4] == ''), KEYS[6] = events list.
+# KEYS[5] = idempotency key (may be an unused name when ARGV[4] == ''), KEYS[6] = events list,
+# KEYS[7] = the producer's jobs zset.
 # ARGV[1] = prefix, ARGV[2] = job id, ARGV[3] = priority, ARGV[4] = idempotency key or '',
 # ARGV[5] = idempotency TTL s, ARGV[6] = event JSON, ARGV[7..] = field, value pairs.
 # Returns {job id, 1} when created, {existing job id, 0} when the idempotency key was taken.
@@ -33,6 +34,8 @@ local score = (9 - tonumber(ARGV[3])) * 1099511627776 + seq
 redis.call('HSET', KEYS[1], 'score', score, unpack(ARGV, 7))
 redis.call('ZADD', KEYS[2], score, ARGV[2])
 redis.call('ZADD', KEYS[3], now, ARGV[2])
+redis.call('ZADD', KEYS[7], now, ARGV[2])
+redis.call('SADD', ARGV[1] .. ':producers', KEYS[7])
 redis.call('SADD', ARGV[1] .. ':state:queued', ARGV[2])
 redis.call('RPUSH', KEYS[6], ARGV[6])
 return {ARGV[2], 1}
@@ -216,6 +219,7 @@ return 2
 
 # Drops from the indexes the ids of records that expired. Only ids created more than the
 # record TTL ago can have expired, so the scan starts from the oldest and stops there.
+# (Readers of the producer indexes skip ids whose record is gone.)
 # KEYS[1] = all-jobs zset. ARGV[1] = prefix, ARGV[2] = TTL ms, ARGV[3] = limit,
 # ARGV[4..] = every state name. Returns how many ids were dropped.
 PRUNE: Final = (
@@ -230,6 +234,10 @@ for _, id in ipairs(old) do
     for i = 4, #ARGV do redis.call('SREM', ARGV[1] .. ':state:' .. ARGV[i], id) end
     dropped = dropped + 1
   end
+end
+-- Producer indexes cannot be told which ids expired; trim what is surely gone (a week past).
+for _, index in ipairs(redis.call('SMEMBERS', ARGV[1] .. ':producers')) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now - tonumber(ARGV[2]) - 604800000)
 end
 return dropped
 """

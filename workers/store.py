@@ -98,6 +98,7 @@ class Store:
             keys.sequence(),
             keys.idempotency(idem),
             keys.events(job_id),
+            keys.by_producer(producer),
         ]
         if pipe is not None:
             self._create(keys=script_keys, args=argv, client=pipe)
