@@ -24,7 +24,7 @@ from workers.errors import (
     RetryableError,
     VidqueueError,
 )
-from workers.jobs import TERMINAL, ProviderStatus, State, now_iso
+from workers.jobs import TERMINAL, ProviderStatus, State, now_iso, parse_iso
 from workers.mirror import mirror_url
 from workers.pipeline import fail, finish
 from workers.providers.base import ProviderTask
@@ -61,7 +61,11 @@ def mirror(job_id: str, d: Deps) -> list[Step]:
     except PermanentError as exc:
         return fail(job_id, (State.MIRRORING,), exc, fields, d)
     extra = {"result": json.dumps(result)}
-    return finish(job_id, (State.MIRRORING,), State.SUCCEEDED, None, fields, d, extra=extra)
+    steps = finish(job_id, (State.MIRRORING,), State.SUCCEEDED, None, fields, d, extra=extra)
+    if fields.get("provider_finished_at"):
+        since = time.time() - parse_iso(fields["provider_finished_at"]).timestamp()
+        d.stats.observe("mirror", since)
+    return steps
 
 
 def _copy(job_id: str, fields: dict[str, str], d: Deps) -> dict[str, Any]:
@@ -73,11 +77,15 @@ def _copy(job_id: str, fields: dict[str, str], d: Deps) -> dict[str, Any]:
         url = fields.get(f"{what}_url")
         if not url:
             continue
+        headers = provider.download_headers(url, key)
+        if headers:  # the provider's own API serves the file: it counts against its rate
+            d.limiter.take(d.config(fields["provider"]), key.id)
+            d.stats.count(fields["provider"], key.id, "download")
         stored = mirror_url(
             d.http,
             d.storage,
             url=url,
-            headers=provider.download_headers(url, key),
+            headers=headers,
             job_id=job_id,
             what=what,
             heartbeat=lambda: _still_mirroring(job_id, d),
@@ -98,6 +106,7 @@ def _refresh_urls(job_id: str, fields: dict[str, str], d: Deps) -> dict[str, str
     """Ask the provider again for the result: some hand out a fresh link on every query."""
     provider = d.provider(fields["provider"])
     task = ProviderTask(fields["provider_task_id"], json.loads(fields.get("task_extra") or "{}"))
+    d.limiter.take(d.config(fields["provider"]), fields["key_id"])
     answer = provider.poll(task, d.key(fields["provider"], fields["key_id"]))
     fresh = {"video_url": answer.video_url or "", "cover_url": answer.cover_url or ""}
     if answer.status != ProviderStatus.SUCCEEDED or not answer.video_url:

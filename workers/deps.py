@@ -19,6 +19,8 @@ from workers.errors import ConfigError
 from workers.gate import Gate
 from workers.providers import build as build_provider
 from workers.providers.base import VideoProvider
+from workers.ratelimit import RateLimiter
+from workers.stats import Stats
 from workers.storage import Storage
 from workers.store import Store
 
@@ -61,6 +63,14 @@ class Deps:
     @cached_property
     def storage(self) -> Storage:
         return Storage(self.settings)
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        return RateLimiter(self.redis)
+
+    @cached_property
+    def stats(self) -> Stats:
+        return Stats(self.redis)
 
 
 def build(settings: Settings, catalogue: Catalogue | None = None) -> Deps:

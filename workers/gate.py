@@ -5,6 +5,10 @@ provider finish: that is what providers limit. A lease's score is its expiry in 
 (ms); polls renew it. Only the dispatcher adds leases, and it counts *every* lease — expired or
 not — against the cap: a lease is removed only by its job, or by the sweep after it checked
 that the provider is no longer working on that job. So the cap holds through crashes.
+
+Back-pressure: when a provider answers "concurrency too high" below the configured cap (the
+account is shared with something else), the key's effective cap shrinks multiplicatively and
+the key cools down briefly; every accepted submit grows it back additively (AIMD).
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from typing import Final
 import redis
 
 from config.providers import ProviderConfig
-from workers import keys, lua
+from workers import gate_lua, keys
 
 # How long a slot lease lives without renewal. Polls renew it every <= 60 s.
 LEASE_S: Final = 300.0
 # How long a dispatched job may wait for its submit task before the sweep re-sends it.
 SUBMIT_DUE_S: Final = 10.0
+# AIMD: the factor applied to a key's effective cap on "concurrency too high", and the pause.
+SHRINK_FACTOR: Final = 0.7
+COOL_DOWN_S: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -33,18 +40,26 @@ class Gate:
     def __init__(self, client: redis.Redis, *, lease_s: float = LEASE_S) -> None:
         self.redis = client
         self.lease_ms = int(lease_s * 1000)
-        self._dispatch = client.register_script(lua.DISPATCH)
-        self._renew = client.register_script(lua.RENEW)
-        self._expired = client.register_script(lua.EXPIRED)
-        self._reclaim = client.register_script(lua.RECLAIM)
+        self._dispatch = client.register_script(gate_lua.DISPATCH)
+        self._release = client.register_script(gate_lua.RELEASE)
+        self._renew = client.register_script(gate_lua.RENEW)
+        self._expired = client.register_script(gate_lua.EXPIRED)
+        self._reclaim = client.register_script(gate_lua.RECLAIM)
+        self._requeue = client.register_script(gate_lua.REQUEUE)
+        self._shrink = client.register_script(gate_lua.SHRINK)
+        self._grow = client.register_script(gate_lua.GROW)
 
     def dispatch(self, config: ProviderConfig) -> list[Dispatched]:
         """Pop waiting jobs into every free slot of the provider's keys (round-robin)."""
         key_ids = config.key_ids()
-        script_keys = [keys.waiting(config.name), keys.due()]
-        script_keys += [keys.gate(config.name, k) for k in key_ids]
+        script_keys = [
+            keys.fair_queue(config.name),
+            keys.due(),
+            keys.in_flight_by_fair(config.name),
+            *(keys.gate(config.name, k) for k in key_ids),
+        ]
         argv: list[str | int] = [keys.PREFIX, self.lease_ms, int(SUBMIT_DUE_S * 1000)]
-        argv.append(len(key_ids))
+        argv += [config.name, len(key_ids)]
         for key_id in key_ids:
             argv += [key_id, config.cap(key_id)]
         flat: list[bytes] = self._dispatch(keys=script_keys, args=argv)
@@ -56,8 +71,37 @@ class Gate:
         held = self._renew(keys=[keys.gate(provider, key_id)], args=[job_id, self.lease_ms])
         return bool(held)
 
-    def release(self, provider: str, key_id: str, job_id: str) -> None:
-        self.redis.zrem(keys.gate(provider, key_id), job_id)
+    def release(self, provider: str, key_id: str, job_id: str) -> bool:
+        """Free the job's slot; False if it held none."""
+        script_keys = [keys.gate(provider, key_id), keys.job(job_id)]
+        script_keys.append(keys.in_flight_by_fair(provider))
+        return bool(self._release(keys=script_keys, args=[job_id]))
+
+    def requeue(self, provider: str, fair: str, job_id: str, score: str) -> None:
+        """Put a job back at the front of its fair-share queue (its original score)."""
+        script_keys = [keys.waiting(provider, fair), keys.fair_queue(provider)]
+        self._requeue(keys=script_keys, args=[job_id, score, fair])
+
+    def unqueue(self, provider: str, fair: str, job_id: str) -> None:
+        """Drop a waiting job (cancelled) from its queue."""
+        self.redis.zrem(keys.waiting(provider, fair), job_id)
+
+    def shrink(self, config: ProviderConfig, key_id: str) -> float:
+        """The provider said "concurrency too high": lower the key's cap and pause it."""
+        script_keys = [keys.effective_cap(config.name, key_id), keys.cooling(config.name, key_id)]
+        argv = [config.cap(key_id), SHRINK_FACTOR, int(COOL_DOWN_S * 1000)]
+        argv.append(keys.EFFECTIVE_CAP_TTL_S)
+        return float(self._shrink(keys=script_keys, args=argv))
+
+    def grow(self, config: ProviderConfig, key_id: str) -> float:
+        """An accepted submit: raise a lowered cap a little."""
+        script_keys = [keys.effective_cap(config.name, key_id)]
+        argv = [config.cap(key_id), keys.EFFECTIVE_CAP_TTL_S]
+        return float(self._grow(keys=script_keys, args=argv))
+
+    def effective_cap(self, config: ProviderConfig, key_id: str) -> float:
+        value = self.redis.get(keys.effective_cap(config.name, key_id))
+        return float(value) if value is not None else float(config.cap(key_id))
 
     def in_flight(self, provider: str, key_id: str) -> int:
         return int(self.redis.zcard(keys.gate(provider, key_id)))
@@ -77,8 +121,17 @@ class Gate:
         on the job; such a job keeps its slot until its deadline.
         """
         script_keys = [keys.gate(provider, key_id), keys.job(job_id)]
+        script_keys.append(keys.in_flight_by_fair(provider))
         argv: list[str | int] = [job_id, key_id, self.lease_ms, at_provider]
         return int(self._reclaim(keys=script_keys, args=argv))
 
+    def waiting_by_fair(self, provider: str) -> dict[str, int]:
+        """How many jobs wait, per fair-share key."""
+        fair: list[bytes] = self.redis.zrange(keys.fair_queue(provider), 0, -1)  # type: ignore[assignment]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in fair:
+            pipe.zcard(keys.waiting(provider, name.decode()))
+        return {n.decode(): int(c) for n, c in zip(fair, pipe.execute(), strict=True)}
+
     def waiting(self, provider: str) -> int:
-        return int(self.redis.zcard(keys.waiting(provider)))
+        return sum(self.waiting_by_fair(provider).values())

@@ -10,8 +10,17 @@ Layout (all under ``vq:``):
 - ``vq:producers``           set    the names of those producer zsets (for pruning)
 - ``vq:idem:{key}``          string idempotency key → job id
 - ``vq:seq``                 string a counter that orders jobs FIFO within a priority
-- ``vq:wait:{provider}``     zset   jobs waiting for a slot, scored priority-then-FIFO
+- ``vq:wait:{provider}:{fair}`` zset jobs waiting for a slot, per fair-share key (the job's
+  ``tenant`` label, else its producer), scored priority-then-FIFO
+- ``vq:fair:{provider}``     zset   fair-share key → score of its first waiting job
+- ``vq:inflight:{provider}`` hash   fair-share key → its jobs holding slots
 - ``vq:gate:{provider}:{key}`` zset slot leases: member = job id, score = lease expiry (ms)
+- ``vq:cap:{provider}:{key}`` string the key's effective cap while lowered (AIMD)
+- ``vq:cool:{provider}:{key}`` string set while the key cools down after "concurrency too high"
+- ``vq:rate:{provider}:{key}`` hash  the key's request token bucket
+- ``vq:durations:{provider}:{model}`` list recent generation times (ms), newest first
+- ``vq:stats:{provider}:{key}:{minute}`` hash requests per minute (submit, poll, download, 429)
+- ``vq:hist:{metric}``       hash   histogram buckets, sum and count for /metrics
 - ``vq:due``                 zset   job id → when its next step is overdue (ms); the sweep's list
 """
 
@@ -61,8 +70,47 @@ def sequence() -> str:
     return f"{PREFIX}:seq"
 
 
-def waiting(provider: str) -> str:
-    return f"{PREFIX}:wait:{provider}"
+DEFAULT_FAIR: Final = "default"
+# A lowered cap (and its memory) fades after this long without new evidence.
+EFFECTIVE_CAP_TTL_S: Final = 3600
+DURATIONS_KEPT: Final = 200
+STATS_TTL_S: Final = 2 * 3600
+
+
+def waiting(provider: str, fair: str = DEFAULT_FAIR) -> str:
+    return f"{PREFIX}:wait:{provider}:{fair}"
+
+
+def fair_queue(provider: str) -> str:
+    return f"{PREFIX}:fair:{provider}"
+
+
+def in_flight_by_fair(provider: str) -> str:
+    return f"{PREFIX}:inflight:{provider}"
+
+
+def effective_cap(provider: str, key_id: str) -> str:
+    return f"{PREFIX}:cap:{provider}:{key_id}"
+
+
+def cooling(provider: str, key_id: str) -> str:
+    return f"{PREFIX}:cool:{provider}:{key_id}"
+
+
+def rate(provider: str, key_id: str) -> str:
+    return f"{PREFIX}:rate:{provider}:{key_id}"
+
+
+def durations(provider: str, model: str) -> str:
+    return f"{PREFIX}:durations:{provider}:{model}"
+
+
+def stats(provider: str, key_id: str, minute: int) -> str:
+    return f"{PREFIX}:stats:{provider}:{key_id}:{minute}"
+
+
+def histogram(metric: str) -> str:
+    return f"{PREFIX}:hist:{metric}"
 
 
 def gate(provider: str, key_id: str) -> str:

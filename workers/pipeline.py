@@ -13,20 +13,22 @@ import time
 from typing import Final
 
 from config.providers import MAX_COUNTDOWN_S
-from workers import keys, schedule
+from workers import schedule
 from workers.deps import Deps
 from workers.errors import (
     CANCELLED,
+    CONCURRENCY_LIMITED,
+    RATE_LIMITED,
     SUBMIT_UNKNOWN,
-    TIMEOUT,
     DuplicateSubmission,
     PermanentError,
     RetryableError,
     SubmitOutcomeUnknown,
     VidqueueError,
 )
-from workers.jobs import JobError, JobSpec, ProviderStatus, State, now_iso
-from workers.providers.base import PollResult, ProviderTask
+from workers.jobs import JobError, JobSpec, State, now_iso, parse_iso
+from workers.providers.base import ProviderTask
+from workers.ratelimit import Throttled
 from workers.steps import Step
 
 log = logging.getLogger("vidqueue.pipeline")
@@ -34,8 +36,6 @@ log = logging.getLogger("vidqueue.pipeline")
 # After this many retryable submit failures the job fails instead of trying again.
 MAX_SUBMIT_ATTEMPTS: Final = 12
 AT_PROVIDER: Final = (State.SUBMITTING, State.SUBMIT_UNKNOWN, State.RUNNING)
-# States a poll chain serves: running, and cancelled while the provider still works on it.
-POLLED: Final = (State.RUNNING, State.CANCELLED)
 
 
 def error_json(exc: VidqueueError, *, retryable: bool = False) -> str:
@@ -133,6 +133,8 @@ def submit(job_id: str, d: Deps) -> list[Step]:
     spec = JobSpec.model_validate_json(fields["spec"])
     key = d.key(config.name, fields["key_id"])
     try:
+        d.limiter.take(config, key.id)
+        d.stats.count(config.name, key.id, "submit")
         task = provider.submit(job_id, spec, key)
     except DuplicateSubmission as exc:
         return _outcome_unknown(job_id, fields, d, exc.message)
@@ -145,38 +147,76 @@ def submit(job_id: str, d: Deps) -> list[Step]:
         d.store.transition(job_id, (State.SUBMITTING,), None, step_s=countdown)
         return [Step("submit", job_id, countdown)]
     except RetryableError as exc:
+        if exc.code == CONCURRENCY_LIMITED:
+            d.stats.count(config.name, key.id, "throttled")
+            return _back_off(job_id, fields, exc, d)
+        if exc.code == RATE_LIMITED:
+            d.stats.count(config.name, key.id, "throttled")
         return _submit_later(job_id, fields, exc, d)
     except PermanentError as exc:
         return fail(job_id, (State.SUBMITTING,), exc, fields, d) + release(fields, d)
+    d.gate.grow(config, key.id)
     return _submitted(job_id, task, config.timeout_s, d)
 
 
 def _requeue(job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:
+    """Back to the front of its fair-share queue (a lost lease; nothing reached the provider)."""
     moved = d.store.transition(
         job_id, (State.QUEUED,), None, clear_step=True, fields={"key_id": ""}, event="requeued"
     )
     if moved:
-        d.store.requeue(job_id, fields["provider"], fields["score"])
+        d.gate.requeue(fields["provider"], fields["fair"], job_id, fields["score"])
     return dispatch(fields["provider"], d)
+
+
+def _back_off(job_id: str, fields: dict[str, str], exc: RetryableError, d: Deps) -> list[Step]:
+    """The provider says "concurrency too high" although the key is under its cap (the account
+    is shared): shrink the key's effective cap, and put the job back at the front of its queue
+    with its slot freed. This is not a failed attempt."""
+    config = d.config(fields["provider"])
+    cap = d.gate.shrink(config, fields["key_id"])
+    log.warning(
+        "%s/%s: provider concurrency limit; effective cap now %.1f",
+        config.name,
+        fields["key_id"],
+        cap,
+    )
+    moved = d.store.transition(
+        job_id,
+        (State.SUBMITTING,),
+        State.QUEUED,
+        clear_step=True,
+        fields={"key_id": ""},
+        event=f"requeued: {exc.code} (effective cap {cap:.1f})",
+    )
+    d.gate.release(config.name, fields["key_id"], job_id)
+    if moved:
+        d.gate.requeue(config.name, fields["fair"], job_id, fields["score"])
+    return dispatch(config.name, d)
 
 
 def _submitted(job_id: str, task: ProviderTask, timeout_s: float, d: Deps) -> list[Step]:
     """Persist the provider's task id before anything else, then schedule the first poll."""
     fields = d.store.fields(job_id)
     config = d.config(fields["provider"])
-    first = schedule.first_poll(config)
+    durations = d.stats.durations(config.name, fields["model"])
+    first = schedule.first_poll(config, durations)
+    submitted_at = now_iso()
     learned: dict[str, str | int] = {
         "provider_task_id": task.id,
         "task_extra": json.dumps(task.extra),
-        "submitted_at": now_iso(),
+        "submitted_at": submitted_at,
         "deadline_ms": int((time.time() + timeout_s) * 1000),
         "at_provider": "1",
         "error": "",
+        "poll_mode": "steady" if len(durations) >= schedule.MIN_SAMPLES else "backoff",
     }
     from_states = (State.SUBMITTING, State.SUBMIT_UNKNOWN)
     if d.store.transition(
         job_id, from_states, State.RUNNING, step_s=first, fields=learned, event="running"
     ):
+        waited = parse_iso(submitted_at) - parse_iso(fields["created_at"])
+        d.stats.observe("time_to_submit", waited.total_seconds())
         if fields.get("cancel_requested"):
             return cancel_running(job_id, d)
         return [Step("poll", job_id, first)]
@@ -187,9 +227,10 @@ def _submitted(job_id: str, task: ProviderTask, timeout_s: float, d: Deps) -> li
 
 
 def _submit_later(job_id: str, fields: dict[str, str], exc: RetryableError, d: Deps) -> list[Step]:
-    """The provider certainly did not accept the request: keep the slot, try again later."""
+    """The provider certainly did not accept the request: keep the slot, try again later.
+    Waiting for a request token (``Throttled``) is not a failed attempt."""
     attempts = int(fields.get("attempts", "0")) + 1
-    if attempts >= MAX_SUBMIT_ATTEMPTS:
+    if attempts >= MAX_SUBMIT_ATTEMPTS and not isinstance(exc, Throttled):
         return fail(job_id, (State.SUBMITTING,), exc, fields, d) + release(fields, d)
     countdown = exc.retry_after_s or schedule.retry_backoff(attempts)
     countdown = min(countdown, MAX_COUNTDOWN_S)
@@ -232,106 +273,6 @@ def _outcome_unknown(job_id: str, fields: dict[str, str], d: Deps, why: str) -> 
     )
     log.error("job %s parked as submit_unknown: %s", job_id, why)
     return []
-
-
-# -- poll --------------------------------------------------------------------------------
-
-
-def poll(job_id: str, d: Deps) -> list[Step]:
-    """Ask the provider how the job is doing; on a terminal status free the slot at once.
-
-    A job cancelled while the provider still works on it is polled on (state ``cancelled``,
-    ``at_provider``) only to learn when its slot is free again.
-    """
-    provider_name = d.store.fields(job_id).get("provider")
-    if provider_name is None:
-        return []
-    config = d.config(provider_name)
-    # The lease covers one HTTP call: a poll killed mid-call is re-sent soon after.
-    claim = d.store.claim(job_id, POLLED, lease_s=config.request_timeout_s + 10)
-    fields = claim.fields
-    if not claim.ok or (claim.state == State.CANCELLED and fields.get("at_provider") != "1"):
-        return []
-    remaining_s = int(fields.get("deadline_ms", "0")) / 1000 - time.time()
-    if remaining_s <= 0:
-        exc = PermanentError(f"{config.name}: not finished after {config.timeout_s:.0f}s")
-        exc.code = TIMEOUT
-        return _stop(job_id, fields, exc, d)
-    d.gate.renew(config.name, fields["key_id"], job_id)
-    task = ProviderTask(fields["provider_task_id"], json.loads(fields.get("task_extra") or "{}"))
-    polls = int(fields.get("polls", "0")) + 1
-    try:
-        result = d.provider(config.name).poll(task, d.key(config.name, fields["key_id"]))
-    except RetryableError as exc:
-        hint = exc.retry_after_s or schedule.next_poll(config, polls, remaining_s=remaining_s)
-        return _poll_again(job_id, hint, d, event=f"poll error: {exc.code}")
-    except PermanentError as exc:
-        return _stop(job_id, fields, exc, d)
-    if result.status in (ProviderStatus.QUEUED, ProviderStatus.RUNNING):
-        delay = schedule.next_poll(
-            config, polls, hint_s=result.poll_after_s, remaining_s=remaining_s
-        )
-        return _poll_again(job_id, delay, d)
-    if fields["state"] == State.CANCELLED:
-        return _provider_let_go(job_id, fields, d, f"provider {result.status} after cancel")
-    return _finished(job_id, fields, result, d)
-
-
-def _stop(job_id: str, fields: dict[str, str], exc: VidqueueError, d: Deps) -> list[Step]:
-    """Polling cannot go on: fail a running job; a cancelled one just lets its slot go."""
-    if fields["state"] == State.CANCELLED:
-        return _provider_let_go(job_id, fields, d, f"stopped polling: {exc.code}")
-    return fail(job_id, (State.RUNNING,), exc, fields, d) + release(fields, d)
-
-
-def _provider_let_go(job_id: str, fields: dict[str, str], d: Deps, why: str) -> list[Step]:
-    """A cancelled job's provider task ended: free the slot, and send the held-back webhook."""
-    webhook = fields.get("notify") == "pending"
-    moved = d.store.transition(
-        job_id,
-        (State.CANCELLED,),
-        None,
-        step_s=0 if webhook else None,
-        clear_step=not webhook,
-        incr="polls",
-        fields={"at_provider": "", "provider_finished_at": now_iso()},
-        event=why,
-    )
-    steps = [Step("notify", job_id)] if moved and webhook else []
-    return steps + release(fields, d)
-
-
-def _poll_again(job_id: str, countdown: float, d: Deps, *, event: str = "") -> list[Step]:
-    moved = d.store.transition(job_id, POLLED, None, step_s=countdown, incr="polls", event=event)
-    return [Step("poll", job_id, countdown)] if moved else []
-
-
-def _finished(job_id: str, fields: dict[str, str], result: PollResult, d: Deps) -> list[Step]:
-    """Record what the provider said (first), then free the slot (second)."""
-    seen = {"provider_finished_at": now_iso(), "at_provider": ""}
-    if result.status == ProviderStatus.SUCCEEDED:
-        moved = d.store.transition(
-            job_id,
-            (State.RUNNING,),
-            State.MIRRORING,
-            step_s=0,
-            incr="polls",
-            fields={
-                **seen,
-                "video_url": result.video_url or "",
-                "cover_url": result.cover_url or "",
-            },
-            event="provider succeeded",
-        )
-        steps = [Step("mirror", job_id)] if moved else []
-    else:
-        to = State.CANCELLED if result.status == ProviderStatus.CANCELLED else State.FAILED
-        error = JobError(
-            code=result.error_code or "provider_failed",
-            message=result.error_message or f"the provider reported {result.raw_status}",
-        )
-        steps = finish(job_id, (State.RUNNING,), to, error, fields, d, extra=seen, incr="polls")
-    return steps + release(fields, d)
 
 
 # -- cancel ------------------------------------------------------------------------------
@@ -377,7 +318,7 @@ def cancel(job_id: str, d: Deps) -> list[Step]:
 
 def _cancel_queued(job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:
     steps = _cancelled(job_id, (State.QUEUED,), fields, d, at_provider=False)
-    d.redis.zrem(keys.waiting(fields["provider"]), job_id)
+    d.gate.unqueue(fields["provider"], fields["fair"], job_id)
     held = d.store.fields(job_id).get("key_id")
     if held:
         steps += release({**fields, "key_id": held}, d)

@@ -20,8 +20,25 @@ def jittered(seconds: float, rng: random.Random | None = None) -> float:
     return min(MAX_COUNTDOWN_S, max(0.0, seconds * spread))
 
 
-def first_poll(config: ProviderConfig) -> float:
-    return min(MAX_COUNTDOWN_S, config.first_poll_s)
+# The first poll is learned once a model has this many recent generation times...
+MIN_SAMPLES: Final = 8
+# ...and lands at this low percentile of them: few jobs finish sooner, so the first poll is
+# rarely wasted, and a finish after it is seen within one poll interval.
+FIRST_POLL_PERCENTILE: Final = 0.05
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(fraction * len(ordered))))]
+
+
+def first_poll(config: ProviderConfig, durations: list[float] | None = None) -> float:
+    """Near the expected finish: a low percentile of the model's recent generation times,
+    never before the configured floor (``first_poll_s``)."""
+    floor = config.first_poll_s
+    if durations and len(durations) >= MIN_SAMPLES:
+        floor = max(floor, percentile(durations, FIRST_POLL_PERCENTILE))
+    return min(MAX_COUNTDOWN_S, floor)
 
 
 def next_poll(
@@ -31,14 +48,22 @@ def next_poll(
     hint_s: float | None = None,
     remaining_s: float | None = None,
     rng: random.Random | None = None,
+    steady: bool = False,
 ) -> float:
     """The countdown before poll number ``polls_done + 1``.
+
+    ``steady``: the first poll was learned, so poll every ``max_poll_interval_s`` after it;
+    otherwise back off from ``min_poll_interval_s`` to it (nothing known about this model yet).
 
     ``hint_s`` is the provider's own advice (Retry-After, openai-poll-after-ms): honoured, but
     never beyond the cap. ``remaining_s`` (time to the job's deadline) keeps the last poll on it.
     """
     if hint_s is not None and hint_s > 0:
         delay = min(hint_s, MAX_COUNTDOWN_S)
+    elif steady:
+        # The first poll was learned (near the earliest finishes): from there, one poll per
+        # lag target is the fewest polls that keep the detection lag within it.
+        delay = jittered(config.max_poll_interval_s, rng)
     else:
         grown = config.min_poll_interval_s * BACKOFF_FACTOR ** max(0, polls_done - 1)
         delay = jittered(min(grown, config.max_poll_interval_s), rng)

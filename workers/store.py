@@ -86,6 +86,7 @@ class Store:
             "created_at": created_at,
             "priority": spec.priority,
             "producer": producer,
+            "fair": fair_key(spec, producer),
             "fingerprint": fingerprint,
         }
         idem = spec.idempotency_key or ""
@@ -93,12 +94,13 @@ class Store:
         argv += [event, *[x for pair in fields.items() for x in pair]]
         script_keys = [
             keys.job(job_id),
-            keys.waiting(spec.provider),
+            keys.waiting(spec.provider, str(fields["fair"])),
             keys.all_jobs(),
             keys.sequence(),
             keys.idempotency(idem),
             keys.events(job_id),
             keys.by_producer(producer),
+            keys.fair_queue(spec.provider),
         ]
         if pipe is not None:
             self._create(keys=script_keys, args=argv, client=pipe)
@@ -170,10 +172,6 @@ class Store:
         state = state.decode() if isinstance(state, bytes) else str(state)
         return Claim(ok == 1, state, self.fields(job_id) if ok == 1 else {})
 
-    def requeue(self, job_id: str, provider: str, score: str) -> None:
-        """Put a dispatched-but-unsubmitted job back at its place in the waiting set."""
-        self.redis.zadd(keys.waiting(provider), {job_id: float(score)})
-
     # -- listing -------------------------------------------------------------------------
 
     def overdue(self, limit: int = 500) -> list[str]:
@@ -197,6 +195,11 @@ class Store:
         for state in State:
             pipe.scard(keys.by_state(state))
         return {str(s): int(n) for s, n in zip(State, pipe.execute(), strict=True)}
+
+
+def fair_key(spec: JobSpec, producer: str) -> str:
+    """Who shares a provider's slots fairly with whom: the tenant label, else the producer."""
+    return spec.labels.get("tenant") or producer or keys.DEFAULT_FAIR
 
 
 def record_from(fields: Mapping[str, str]) -> JobRecord:

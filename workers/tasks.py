@@ -16,7 +16,7 @@ from celery.signals import worker_process_init
 
 from config.celery import app
 from config.settings import get_settings
-from workers import delivery, pipeline
+from workers import delivery, pipeline, polling
 from workers.deps import Deps, build
 from workers.steps import TASKS, Step, send
 from workers.sweep import sweep as sweep_step
@@ -62,7 +62,7 @@ def submit(job_id: str) -> None:
 
 @app.task(name=TASKS["poll"], soft_time_limit=90, time_limit=120, **_COMMON)
 def poll(job_id: str) -> None:
-    _run(pipeline.poll, job_id)
+    _run(polling.poll, job_id)
 
 
 @app.task(name=TASKS["mirror"], soft_time_limit=1500, time_limit=1700, **_COMMON)

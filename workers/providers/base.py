@@ -32,6 +32,8 @@ class PollResult:
     # The provider's own hint for when to ask again (Retry-After, openai-poll-after-ms).
     poll_after_s: float | None = None
     raw_status: str = ""
+    # When the provider says the task finished (unix seconds), where its format tells.
+    finished_at: float | None = None
 
 
 class VideoProvider(Protocol):
