@@ -45,7 +45,10 @@ def make_app(settings: Settings) -> Celery:
         result_serializer="json",
         task_ignore_result=True,
         # Explicit queues only: a typo in a queue name fails instead of creating a dead queue.
-        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES.values()],
+        task_queues=[
+            Queue(q, Exchange(q, type="direct"), routing_key=q)
+            for q in sorted(set(QUEUES.values()))
+        ],
         task_routes={TASKS[step]: {"queue": QUEUES[step]} for step in TASKS},
         task_default_queue=QUEUES["sweep"],
         task_create_missing_queues=False,

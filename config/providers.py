@@ -57,6 +57,8 @@ class ProviderConfig(BaseModel):
     result_url_ttl_s: float = Field(default=86400.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0, le=300)
     keys: dict[str, KeyOverride] = Field(default_factory=dict)
+    # Learn the first poll's timing from recent durations (else: first_poll_s, then backoff).
+    adaptive_polling: bool = True
     # Model names this provider serves (the OpenAI-compatible facade routes by model name).
     models: list[str] = Field(default_factory=list)
 

@@ -67,6 +67,22 @@ def router(registry: Registry) -> APIRouter:
             return JSONResponse({"detail": f"task {task_id} not found"}, status_code=404)
         return JSONResponse(await run_in_threadpool(media_sha256, task))
 
+    @api.get("/_sim/tasks/{task_id}", response_model=None)
+    async def task_times(task_id: str) -> JSONResponse:
+        """When the task started and finishes, in unix seconds (benchmarks measure lag)."""
+        task = registry.get(task_id)
+        if task is None:
+            return JSONResponse({"detail": f"task {task_id} not found"}, status_code=404)
+        offset = registry.clock.time() - registry.clock.monotonic()
+        return JSONResponse(
+            {
+                "id": task.id,
+                "state": str(registry.state(task)),
+                "started_at": task.started_at + offset,
+                "finish_at": task.finish_at + offset,
+            }
+        )
+
     @api.get("/_sim/image.png")
     async def image() -> Response:
         return Response(demo_png(), media_type="image/png")

@@ -50,6 +50,7 @@ def test_task_names_are_the_stable_contract() -> None:
         "vidqueue.mirror",
         "vidqueue.notify",
         "vidqueue.sweep",
+        "vidqueue.cancel",
     }
-    for name in names:
-        assert app.amqp.router.route({}, name)["queue"].name == name.split(".")[1]
+    for step, name in steps.TASKS.items():
+        assert app.amqp.router.route({}, name)["queue"].name == steps.QUEUES[step]

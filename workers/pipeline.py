@@ -13,7 +13,7 @@ import time
 from typing import Final
 
 from config.providers import MAX_COUNTDOWN_S
-from workers import schedule
+from workers import schedule, uploads
 from workers.deps import Deps
 from workers.errors import (
     CANCELLED,
@@ -131,6 +131,7 @@ def submit(job_id: str, d: Deps) -> list[Step]:
     if not moved:
         return []
     spec = JobSpec.model_validate_json(fields["spec"])
+    spec = uploads.resolve(spec, d.storage)
     key = d.key(config.name, fields["key_id"])
     try:
         d.limiter.take(config, key.id)
@@ -199,7 +200,7 @@ def _submitted(job_id: str, task: ProviderTask, timeout_s: float, d: Deps) -> li
     """Persist the provider's task id before anything else, then schedule the first poll."""
     fields = d.store.fields(job_id)
     config = d.config(fields["provider"])
-    durations = d.stats.durations(config.name, fields["model"])
+    durations = d.stats.durations(config.name, fields["model"]) if config.adaptive_polling else []
     first = schedule.first_poll(config, durations)
     submitted_at = now_iso()
     learned: dict[str, str | int] = {
@@ -326,16 +327,30 @@ def _cancel_queued(job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:
 
 
 def cancel_running(job_id: str, d: Deps) -> list[Step]:
+    """Mark a running job cancelled at once; a worker then asks the provider to stop it
+    (``vidqueue.cancel``: API keys live only in workers). Until the provider lets go, the job
+    keeps its slot and its poll chain."""
     fields = d.store.fields(job_id)
+    steps = _cancelled(job_id, (State.RUNNING,), fields, d, at_provider=True)
+    return [*steps, Step("cancel", job_id)] if steps else []
+
+
+def cancel_at_provider(job_id: str, d: Deps) -> list[Step]:
+    """The worker side of a cancel: where the provider can stop the task, free its slot now."""
+    from workers.polling import provider_let_go
+
+    fields = d.store.fields(job_id)
+    if fields.get("state") != State.CANCELLED or fields.get("at_provider") != "1":
+        return []
     config = d.config(fields["provider"])
     task = ProviderTask(fields["provider_task_id"], json.loads(fields.get("task_extra") or "{}"))
     try:
+        d.limiter.take(config, fields["key_id"])
         freed = d.provider(config.name).cancel(task, d.key(config.name, fields["key_id"]))
     except VidqueueError as exc:
         log.warning("job %s: provider cancel failed: %s", job_id, exc.message)
-        freed = False
-    steps = _cancelled(job_id, (State.RUNNING,), fields, d, at_provider=not freed)
-    return steps + (release(fields, d) if freed else [])
+        return []
+    return provider_let_go(job_id, fields, d, "cancelled at the provider") if freed else []
 
 
 def _cancelled(

@@ -65,18 +65,18 @@ def poll(job_id: str, d: Deps) -> list[Step]:
         )
         return _poll_again(job_id, delay, d)
     if fields["state"] == State.CANCELLED:
-        return _provider_let_go(job_id, fields, d, f"provider {result.status} after cancel")
+        return provider_let_go(job_id, fields, d, f"provider {result.status} after cancel")
     return _finished(job_id, fields, result, d)
 
 
 def _stop(job_id: str, fields: dict[str, str], exc: VidqueueError, d: Deps) -> list[Step]:
     """Polling cannot go on: fail a running job; a cancelled one just lets its slot go."""
     if fields["state"] == State.CANCELLED:
-        return _provider_let_go(job_id, fields, d, f"stopped polling: {exc.code}")
+        return provider_let_go(job_id, fields, d, f"stopped polling: {exc.code}")
     return fail(job_id, (State.RUNNING,), exc, fields, d) + release(fields, d)
 
 
-def _provider_let_go(job_id: str, fields: dict[str, str], d: Deps, why: str) -> list[Step]:
+def provider_let_go(job_id: str, fields: dict[str, str], d: Deps, why: str) -> list[Step]:
     """A cancelled job's provider task ended: free the slot, and send the held-back webhook."""
     webhook = fields.get("notify") == "pending"
     moved = d.store.transition(

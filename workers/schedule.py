@@ -62,8 +62,10 @@ def next_poll(
         delay = min(hint_s, MAX_COUNTDOWN_S)
     elif steady:
         # The first poll was learned (near the earliest finishes): from there, one poll per
-        # lag target is the fewest polls that keep the detection lag within it.
-        delay = jittered(config.max_poll_interval_s, rng)
+        # lag target is the fewest polls that keep the detection lag within it. The jitter
+        # only shortens the interval, so the lag never exceeds the target.
+        spread = (rng or random).uniform(1 - 2 * JITTER, 1.0)
+        delay = min(MAX_COUNTDOWN_S, config.max_poll_interval_s * spread)
     else:
         grown = config.min_poll_interval_s * BACKOFF_FACTOR ** max(0, polls_done - 1)
         delay = jittered(min(grown, config.max_poll_interval_s), rng)

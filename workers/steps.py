@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-StepName = Literal["submit", "poll", "mirror", "notify"]
+StepName = Literal["submit", "poll", "mirror", "notify", "cancel"]
 
 TASKS: Final[dict[str, str]] = {
     "submit": "vidqueue.submit",
@@ -18,10 +18,13 @@ TASKS: Final[dict[str, str]] = {
     "mirror": "vidqueue.mirror",
     "notify": "vidqueue.notify",
     "sweep": "vidqueue.sweep",
+    "cancel": "vidqueue.cancel",
 }
-# Each task has its own queue, so operators can give mirroring its own workers: result URLs
-# expire, and mirroring must never wait behind a backlog of submits.
-QUEUES: Final[dict[str, str]] = {name: name for name in TASKS}
+# Each step has its own queue, so operators can give mirroring its own workers: result URLs
+# expire, and mirroring must never wait behind a backlog of submits. A cancel is one cheap
+# provider call, like a poll, and shares the poll queue.
+QUEUES: Final[dict[str, str]] = {name: name for name in TASKS if name != "cancel"}
+QUEUES["cancel"] = "poll"
 
 
 @dataclass(frozen=True)

@@ -78,3 +78,8 @@ def notify(job_id: str) -> None:
 @app.task(name=TASKS["sweep"], soft_time_limit=120, time_limit=150, **_COMMON)
 def sweep() -> None:
     send(app, sweep_step(deps()))
+
+
+@app.task(name=TASKS["cancel"], soft_time_limit=60, time_limit=90, **_COMMON)
+def cancel(job_id: str) -> None:
+    _run(pipeline.cancel_at_provider, job_id)
