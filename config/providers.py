@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -57,6 +57,9 @@ class ProviderConfig(BaseModel):
     result_url_ttl_s: float = Field(default=86400.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0, le=300)
     keys: dict[str, KeyOverride] = Field(default_factory=dict)
+    # "jwt": sign a short-lived token from an "<id>.<secret>" key (Zhipu's legacy mode)
+    # instead of sending the key itself. Kling always signs JWTs from "ACCESS:SECRET" keys.
+    auth: Literal["bearer", "jwt"] = "bearer"
     # Learn the first poll's timing from recent durations (else: first_poll_s, then backoff).
     adaptive_polling: bool = True
     # Model names this provider serves (the OpenAI-compatible facade routes by model name).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from simulator import control, media, zhipu
+from simulator import ark, control, gateway, kling, media, openai, zhipu
 from simulator.options import SimOptions
 from simulator.state import Clock, Registry
 
@@ -25,6 +25,10 @@ def create_app(options: SimOptions | None = None, *, clock: Clock | None = None)
     )
     app.state.registry = registry
     app.include_router(zhipu.router(registry), prefix=zhipu.PREFIX)
+    app.include_router(openai.router(registry), prefix=openai.PREFIX)
+    app.include_router(gateway.router(registry), prefix=gateway.PREFIX)
+    app.include_router(ark.router(registry), prefix=ark.PREFIX)
+    app.include_router(kling.router(registry), prefix=kling.PREFIX)
     app.include_router(media.files_router(registry))
     app.include_router(control.router(registry))
     return app

@@ -15,7 +15,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -50,6 +50,7 @@ class TaskState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # only by a wire format with a cancel call (Ark)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class Task:
     will_fail: bool
     video_bytes: int
     params: Mapping[str, object] = field(default_factory=dict)
+    # Monotonic time of acceptance: with ``finish_at`` it gives a wire format's progress.
+    started_at: float = 0.0
+    cancelled: bool = False
 
 
 class SubmitRejected(Exception):
@@ -139,11 +143,13 @@ class Registry:
         model: str,
         request_id: str | None,
         params: Mapping[str, object],
+        id_prefix: str = "",
     ) -> Task:
         """Accept a task or raise :class:`SubmitRejected` (counted) without creating anything.
 
         The duplicate check comes first: a retried submit whose first attempt was accepted must
-        be told so even when the key is at its limit.
+        be told so even when the key is at its limit. ``id_prefix`` makes ids look like the
+        wire format's own (``video_…``, ``task_…``); the prefixed id is the registry's key.
         """
         if request_id is not None and request_id in self._seen_request_ids:
             self.counters.duplicate_request_ids += 1
@@ -153,7 +159,7 @@ class Registry:
         if limit and already >= limit:
             self.counters.rate_limited_429 += 1
             raise ConcurrencyExceeded(f"{limit} tasks in flight")
-        task = self._new_task(provider, key, model, request_id, params)
+        task = self._new_task(provider, key, model, request_id, params, id_prefix)
         self._tasks[task.id] = task
         heapq.heappush(self._finishes_by_key.setdefault(key, []), task.finish_at)
         self._count_accepted(task, client_request_id=request_id, in_flight=already + 1)
@@ -167,9 +173,38 @@ class Registry:
         return task
 
     def state(self, task: Task) -> TaskState:
+        if task.cancelled:
+            return TaskState.CANCELLED
         if self.clock.monotonic() < task.finish_at:
             return TaskState.RUNNING
         return TaskState.FAILED if task.will_fail else TaskState.SUCCEEDED
+
+    def progress(self, task: Task) -> float:
+        """How far the generation has come, from 0.0 (just accepted) to 1.0 (finished)."""
+        span = task.finish_at - task.started_at
+        if span <= 0:
+            return 1.0
+        return min(1.0, max(0.0, (self.clock.monotonic() - task.started_at) / span))
+
+    def cancel(self, task: Task) -> bool:
+        """Stop a running task, so it no longer counts in flight; False if it already ended."""
+        if self.state(task) is not TaskState.RUNNING:
+            return False
+        self._tasks[task.id] = replace(task, cancelled=True)
+        finishes = self._finishes_by_key.get(task.key, [])
+        if task.finish_at in finishes:
+            finishes.remove(task.finish_at)
+            heapq.heapify(finishes)
+        return True
+
+    def forget(self, task_id: str) -> None:
+        """Delete a task's record, as a provider does when asked to delete a finished task."""
+        self._tasks.pop(task_id, None)
+
+    def tasks_of(self, provider: str, key: str) -> list[Task]:
+        """The tasks ``key`` created at ``provider``, newest first."""
+        mine = [t for t in self._tasks.values() if t.provider == provider and t.key == key]
+        return sorted(mine, key=lambda task: task.started_at, reverse=True)
 
     def in_flight(self, key: str) -> int:
         """Tasks of ``key`` accepted and not yet past their finish time."""
@@ -206,23 +241,26 @@ class Registry:
         model: str,
         request_id: str | None,
         params: Mapping[str, object],
+        id_prefix: str = "",
     ) -> Task:
         opts = self._options
         self._seq += 1
         # Numeric-looking like Zhipu's ids; the sequence number makes it unique.
-        task_id = f"{self._rng.randrange(10**8, 10**9)}{self._seq:010d}"
+        task_id = f"{id_prefix}{self._rng.randrange(10**8, 10**9)}{self._seq:010d}"
         jitter = self._rng.uniform(-opts.gen_jitter_s, opts.gen_jitter_s)
         duration = max(0.0, opts.gen_time_s + jitter)
+        now = self.clock.monotonic()
         return Task(
             id=task_id,
             provider=provider,
             key=key,
             model=model,
             request_id=request_id if request_id is not None else f"sim-{task_id}",
-            finish_at=self.clock.monotonic() + duration,
+            finish_at=now + duration,
             will_fail=self.roll(opts.fail_rate),
             video_bytes=opts.video_bytes,
             params=dict(params),
+            started_at=now,
         )
 
     def _count_accepted(self, task: Task, *, client_request_id: str | None, in_flight: int) -> None:

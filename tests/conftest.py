@@ -36,6 +36,7 @@ PROVIDERS_TOML = """
 kind = "zhipu"
 base_url = "http://127.0.0.1:{sim_port}/zhipu/api/paas/v4"
 api_key_env = ["SIM_ZHIPU_KEY"]
+models = ["cogvideox-flash", "cogvideox-3"]
 max_in_flight = 3
 requests_per_second = 50
 first_poll_s = 0.6

@@ -7,6 +7,8 @@ Zhipu answers and checks the exact request sent or the domain value / error retu
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -599,3 +601,135 @@ def test_registry_refuses_a_kind_without_an_adapter() -> None:
     config = make_config().model_copy(update={"kind": "nope"})  # skips validation on purpose
     with pytest.raises(ConfigError, match="nope"):
         validator(config)
+
+
+# --- legacy id.secret keys: a JWT instead of the key -----------------------------------------
+
+LEGACY = ApiKey(id="ZHIPUAI_API_KEY", secret="0123456789abcdef0123456789abcdef.AbCdEfGh12345678")
+LEGACY_ID, LEGACY_SECRET = LEGACY.secret.split(".")
+START = 1_760_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _legacy_provider(sent: list[httpx.Request], clock: Clock) -> ZhipuProvider:
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"id": "8856", "task_status": "PROCESSING"})
+
+    client = httpx.Client(transport=httpx.MockTransport(record))
+    return ZhipuProvider(make_config(auth="jwt"), client, clock=clock)
+
+
+def _unb64(segment: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def _verified(request: httpx.Request) -> tuple[dict[str, Any], dict[str, Any]]:
+    scheme, token = request.headers["authorization"].split(" ")
+    assert scheme == "Bearer"
+    head, body, signature = token.split(".")
+    digest = hmac.new(LEGACY_SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    assert signature == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return _unb64(head), _unb64(body)
+
+
+def test_by_default_even_an_id_dot_secret_key_is_sent_as_it_is() -> None:
+    sent: list[httpx.Request] = []
+    client = httpx.Client(
+        transport=httpx.MockTransport(
+            lambda r: sent.append(r) or httpx.Response(200, json={"task_status": "PROCESSING"})
+        )
+    )
+    ZhipuProvider(make_config(), client).poll(TASK, LEGACY)
+    assert sent[0].headers["authorization"] == f"Bearer {LEGACY.secret}"
+
+
+def test_an_id_dot_secret_key_is_sent_as_a_signed_jwt_never_raw() -> None:
+    # Given a key of Zhipu's own <id>.<secret> form, and auth = "jwt"
+    sent: list[httpx.Request] = []
+    # When a poll is sent with it
+    _legacy_provider(sent, Clock()).poll(TASK, LEGACY)
+    # Then the bearer is a JWT signed with the secret, as the SDK's legacy mode makes it
+    header, claims = _verified(sent[0])
+    assert header == {"alg": "HS256", "sign_type": "SIGN"}
+    now_ms = int(START * 1000)
+    assert claims == {"api_key": LEGACY_ID, "exp": now_ms + 210_000, "timestamp": now_ms}
+    assert LEGACY_SECRET not in sent[0].headers["authorization"]
+
+
+def test_the_legacy_token_is_cached_and_renewed_before_its_210_s_run_out() -> None:
+    sent: list[httpx.Request] = []
+    clock = Clock()
+    provider = _legacy_provider(sent, clock)
+    provider.poll(TASK, LEGACY)
+    clock.now += 179
+    provider.submit(JOB_ID, spec(prompt="p"), LEGACY)
+    clock.now += 1
+    provider.poll(TASK, LEGACY)
+    first, second, third = (request.headers["authorization"] for request in sent)
+    assert first == second != third
+    assert _verified(sent[2])[1]["timestamp"] == int((START + 180) * 1000)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["sk-SECRET-0123456789.abcdef", "plainkey", "a.b.c", ".secret", "id.", "id.sec ret"],
+)
+def test_keys_of_any_other_form_are_sent_raw(secret: str) -> None:
+    sent: list[httpx.Request] = []
+    _legacy_provider(sent, Clock()).poll(TASK, ApiKey(id="K", secret=secret))
+    assert sent[0].headers["authorization"] == f"Bearer {secret}"
+
+
+# --- Vidu and first/last frames ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["viduq1-start-end", "vidu2-start-end"])
+def test_vidu_start_end_sends_first_and_last_frame_as_a_list(model: str) -> None:
+    first, last = "https://example.com/first.png", PNG_URI
+    _, body = submit_sending(spec(model=model, prompt="p", image=[first, last]))
+    assert body == {"model": model, "prompt": "p", "image_url": [first, last], "request_id": JOB_ID}
+
+
+def test_vidu_image_options_pass_through_into_the_body() -> None:
+    options = {"movement_amplitude": "small", "style": "general", "watermark_enabled": True}
+    _, body = submit_sending(spec(model="vidu2-image", image=PNG_URI, duration=4, options=options))
+    assert body == {
+        "model": "vidu2-image",
+        "image_url": PNG_URI,
+        "duration": 4,
+        **options,
+        "request_id": JOB_ID,
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"movement_amplitude": "huge"}, "options.movement_amplitude"),
+        ({"style": "noir"}, "options.style"),
+        ({"aspect_ratio": 1.78}, "options.aspect_ratio"),
+        ({"off_peak": "yes"}, "options.off_peak"),
+    ],
+)
+def test_vidu_option_values_are_checked_naming_the_field(
+    options: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        _validate(spec(model="viduq1-text", prompt="p", options=options))
+    assert caught.value.field == field
+
+
+def test_cogvideox_first_and_last_frame_takes_only_quality_speed() -> None:
+    images = ["https://a/1.png", "https://a/2.png"]
+    _validate(spec(model="cogvideox-3", image=images))
+    with pytest.raises(InvalidSpec, match="speed") as caught:
+        _validate(spec(model="cogvideox-3", image=images, quality="quality"))
+    assert caught.value.field == "image"

@@ -2,7 +2,10 @@
 
 An http(s) URL passes through as it is (the provider fetches it). A ``data:`` URI is decoded and
 checked here, so a producer learns at enqueue time, not minutes later from a provider error, that
-its image is too large, not base64, or not really a PNG or JPEG.
+its image is too large, not base64, or not really a PNG or JPEG. An upload reference
+(``upload:<id>.<ext>``, from ``POST /v1/uploads``) passes on its form alone: the producer checks
+that the upload exists and is the caller's, and the submit step turns it into a presigned URL
+(``workers.uploads``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ MAX_IMAGE_BYTES: Final = 5 * 1024 * 1024
 _MAX_ENCODED_CHARS: Final = 4 * -(-MAX_IMAGE_BYTES // 3)
 _DATA_URI: Final = re.compile(r"^data:image/(png|jpeg|jpg);base64,", re.IGNORECASE)
 _MAGIC: Final = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff"}
+# What POST /v1/uploads hands out: 32 hex digits, then the file type found in the bytes.
+UPLOAD_REF: Final = re.compile(r"^upload:([0-9a-f]{32})\.(png|jpg)$")
+
+
+def sniff(data: bytes) -> str | None:
+    """``png`` or ``jpeg`` by the file's magic bytes (never by its name or declared type)."""
+    return next((kind for kind, magic in _MAGIC.items() if data.startswith(magic)), None)
 
 
 def check_image(value: str, *, field: str = "image") -> str:
@@ -27,11 +37,21 @@ def check_image(value: str, *, field: str = "image") -> str:
     if value[:5].lower() == "data:":
         _check_data_uri(value, field)
         return value
+    if value.startswith("upload:"):
+        if UPLOAD_REF.match(value) is None:
+            raise InvalidSpec(
+                field,
+                "must be an http(s) URL, a data: URI or an upload reference like "
+                "upload:<32 hex digits>.png|jpg, got " + _show(value),
+            )
+        return value
     parts = urlsplit(value)
     if parts.scheme.lower() in {"http", "https"} and parts.hostname:
         return value
     raise InvalidSpec(
-        field, "must be an http(s) URL or a data:image/png|jpeg;base64 URI, got " + _show(value)
+        field,
+        "must be an http(s) URL, a data:image/png|jpeg;base64 URI or an upload reference, got "
+        + _show(value),
     )
 
 
@@ -55,7 +75,7 @@ def _check_data_uri(value: str, field: str) -> None:
         raise InvalidSpec(field, "data URI is not valid base64") from None
     if len(data) > MAX_IMAGE_BYTES:
         raise InvalidSpec(field, f"image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
-    actual = next((kind for kind, magic in _MAGIC.items() if data.startswith(magic)), None)
+    actual = sniff(data)
     if actual is None:
         raise InvalidSpec(
             field, f"data URI says image/{declared} but the bytes are not a PNG or JPEG"

@@ -1,0 +1,375 @@
+"""A new-api-style gateway (QuantumNous/new-api): many vendors behind one token.
+
+Wire format: WIRE-FORMATS.md §3, the generic routes ``POST /v1/video/generations`` and
+``GET /v1/video/generations/{task_id}``. The model picks the upstream vendor ("family"); the
+spec's ``options`` go into ``metadata``, which the gateway merges into the vendor's own body, so
+they are checked against that vendor's fields. The gateway takes no idempotency id of its own,
+so ``idempotent_submit`` is False; for Kling the job id goes upstream as ``external_task_id``.
+
+Result URLs are usually the vendor's (public, expiring); older builds put the URL in
+``fail_reason``; failing both, the gateway's own ``/v1/videos/{task_id}/content`` proxy serves
+the file, and only that proxy (on the gateway's base URL) is sent the token.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+
+from config.providers import ApiKey, ProviderConfig
+from workers.errors import (
+    CONCURRENCY_LIMITED,
+    CONTENT_POLICY,
+    INSUFFICIENT_BALANCE,
+    INVALID_REQUEST,
+    MODEL_NOT_FOUND,
+    PERMISSION_DENIED,
+    PROVIDER_FAILED,
+    PROVIDER_PROTOCOL,
+    InvalidSpec,
+    PermanentError,
+    RetryableError,
+    SubmitOutcomeUnknown,
+    VidqueueError,
+)
+from workers.jobs import JobSpec, ProviderStatus
+from workers.providers.base import PollResult, ProviderTask
+from workers.providers.http import (
+    HttpFailure,
+    json_object,
+    raise_for_status,
+    redact,
+    transport_errors,
+)
+from workers.providers.images import check_images
+from workers.providers.openai import check_seconds_and_size, under_base_url
+
+logger = logging.getLogger("vidqueue.providers.gateway")
+
+
+def _fields(names: str) -> frozenset[str]:
+    return frozenset(names.split())
+
+
+# Model-name prefix → vendor family; a model matching none is passed through unchecked.
+FAMILIES: Final = (
+    ("kling", "kling"),
+    ("jimeng", "jimeng"),
+    ("vidu", "vidu"),
+    ("doubao", "doubao"),
+    ("seedance", "doubao"),
+    ("sora", "sora"),
+)
+# The vendor-native fields each family reads from `metadata` (WIRE-FORMATS.md §3). Kling's
+# `mode` is a top-level field too, but its adaptor lets metadata override it.
+METADATA_KEYS: Final[dict[str, frozenset[str]]] = {
+    "kling": _fields(
+        "negative_prompt cfg_scale aspect_ratio camera_control image_tail static_mask "
+        "dynamic_masks callback_url mode"
+    ),
+    "jimeng": _fields("req_key seed aspect_ratio frames image_urls"),
+    "vidu": _fields("seed resolution movement_amplitude bgm payload callback_url"),
+    "doubao": _fields(
+        "resolution ratio frames seed camera_fixed watermark generate_audio return_last_frame "
+        "service_tier execution_expires_after callback_url content"
+    ),
+    "sora": frozenset(),
+}
+# Spec fields that become a metadata key, and the families that read it.
+SPEC_METADATA: Final = {
+    "negative_prompt": ("negative_prompt", ("kling",)),
+    "seed": ("seed", ("jimeng", "vidu", "doubao")),
+    "with_audio": ("generate_audio", ("doubao",)),
+}
+KLING_DURATIONS: Final = (5, 10)
+# Kling maps these to an aspect ratio; anything else silently becomes 1:1.
+KLING_SIZES: Final = ("1280x720", "1920x1080", "720x1280", "1080x1920", "1024x1024")
+# The message new-api puts on a 429 once every channel of the group is busy.
+SATURATED: Final = ("负载已饱和", "saturated")
+
+_STATUSES: Final = {
+    "NOT_START": ProviderStatus.QUEUED,
+    "SUBMITTED": ProviderStatus.QUEUED,
+    "QUEUED": ProviderStatus.QUEUED,
+    "IN_PROGRESS": ProviderStatus.RUNNING,
+    "UNKNOWN": ProviderStatus.RUNNING,
+    "SUCCESS": ProviderStatus.SUCCEEDED,
+    "FAILURE": ProviderStatus.FAILED,
+    # The flat shape docs.newapi.pro shows, and Gemini/Vertex channels' simple statuses.
+    "queued": ProviderStatus.QUEUED,
+    "in_progress": ProviderStatus.RUNNING,
+    "processing": ProviderStatus.RUNNING,
+    "completed": ProviderStatus.SUCCEEDED,
+    "succeeded": ProviderStatus.SUCCEEDED,
+    "failed": ProviderStatus.FAILED,
+}
+_PERMANENT_CODES: Final = {
+    "insufficient_user_quota": INSUFFICIENT_BALANCE,
+    "pre_consume_token_quota_failed": INSUFFICIENT_BALANCE,
+    "model_not_found": MODEL_NOT_FOUND,
+    "sensitive_words_detected": CONTENT_POLICY,
+    "access_denied": PERMISSION_DENIED,
+    "not_implemented": INVALID_REQUEST,  # HTTP 501: the channel cannot do this at all
+}
+
+
+def family(model: str) -> str:
+    """The vendor family of a gateway model name, or "" when it is not one vidqueue knows."""
+    lowered = model.lower()
+    return next((name for prefix, name in FAMILIES if lowered.startswith(prefix)), "")
+
+
+def validate(spec: JobSpec) -> None:
+    """Raise ``InvalidSpec`` naming the field when the gateway's model cannot take ``spec``."""
+    fam = family(spec.model)
+    if not (spec.prompt and spec.prompt.strip()):
+        raise InvalidSpec("prompt", "the gateway needs a prompt, also for image-to-video")
+    for name in ("fps", "quality"):
+        if getattr(spec, name) is not None:
+            raise InvalidSpec(name, "the gateway takes no such field; use the vendor's in options")
+    for name, (_, families) in SPEC_METADATA.items():
+        if getattr(spec, name) is not None and fam not in families:
+            raise InvalidSpec(name, f"only {', '.join(families)} models take it")
+    _check_options(spec, fam)
+    check_images(spec.images)
+    if fam == "sora":
+        check_seconds_and_size(spec)
+        if len(spec.images) > 1:
+            raise InvalidSpec("image", "sora takes one reference image")
+    if fam == "kling":
+        if spec.duration is not None and spec.duration not in KLING_DURATIONS:
+            raise InvalidSpec("duration", "kling takes 5 or 10 seconds")
+        if spec.size is not None and spec.size not in KLING_SIZES:
+            raise InvalidSpec("size", f"kling takes one of {', '.join(KLING_SIZES)}")
+
+
+def _check_options(spec: JobSpec, fam: str) -> None:
+    allowed = METADATA_KEYS.get(fam)
+    from_spec = {key for name, (key, _) in SPEC_METADATA.items() if getattr(spec, name) is not None}
+    if fam == "kling" and len(spec.images) == 2:
+        from_spec.add("image_tail")
+    for key in spec.options:
+        where = f"options.{key}"
+        if key == "model":
+            raise InvalidSpec(where, "the gateway drops it; set the job's model instead")
+        if key == "external_task_id" and fam == "kling":
+            raise InvalidSpec(where, "vidqueue sends the job id as kling's external_task_id")
+        if key in from_spec:
+            raise InvalidSpec(where, "the job spec already sets it; set it in one place")
+        if allowed is not None and key not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise InvalidSpec(where, f"{fam} models take only metadata {known}")
+
+
+def request_body(job_id: str, spec: JobSpec) -> dict[str, Any]:
+    """The submit body: the generic fields, and everything vendor-specific in ``metadata``."""
+    fam = family(spec.model)
+    body: dict[str, Any] = {"model": spec.model, "prompt": spec.prompt}
+    metadata: dict[str, Any] = dict(spec.options)
+    images = spec.images
+    if fam == "sora" and images:
+        body["input_reference"] = images[0]
+    elif len(images) == 1:
+        body["image"] = images[0]
+    elif fam == "kling" and len(images) == 2:
+        body["image"], metadata["image_tail"] = images
+    elif images:
+        body["images"] = images
+    if spec.size is not None:
+        body["size"] = spec.size
+    if spec.duration is not None:
+        if fam == "sora":
+            body["seconds"] = str(spec.duration)
+        else:
+            body["duration"] = spec.duration
+    for name, (key, _) in SPEC_METADATA.items():
+        if getattr(spec, name) is not None:
+            metadata[key] = getattr(spec, name)
+    if fam == "kling":
+        metadata["external_task_id"] = job_id
+    if metadata:
+        body["metadata"] = metadata
+    return body
+
+
+def classify(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
+    """new-api's task and middleware codes (WIRE-FORMATS.md §3); None leaves the generic rules."""
+    code, message = failure.code or "", failure.describe()
+    if submitting and (code == "do_request_failed" or failure.status == 504):
+        # The gateway lost its upstream call (or a proxy timed out) after sending it.
+        return SubmitOutcomeUnknown(f"{message}; the upstream may have accepted the task")
+    if failure.status == 429 and any(mark in failure.message for mark in SATURATED):
+        return RetryableError(
+            message, code=CONCURRENCY_LIMITED, retry_after_s=failure.retry_after_s
+        )
+    if code == "task_not_exist" and not submitting:
+        return PermanentError(f"{message}: the gateway has no such task", code=PROVIDER_FAILED)
+    if code in _PERMANENT_CODES:
+        return PermanentError(message, code=_PERMANENT_CODES[code])
+    return None
+
+
+def task_dto(payload: dict[str, Any]) -> dict[str, Any]:
+    """The TaskDto inside ``{"code":"success","data":…}``, or the flat shape itself."""
+    data = payload.get("data")
+    return data if isinstance(data, dict) else payload
+
+
+def _http_url(value: object) -> str | None:
+    if isinstance(value, str) and value.strip().lower().startswith(("http://", "https://")):
+        return value.strip()
+    return None
+
+
+def _progress(value: object) -> float | None:
+    """``"30%"`` (TaskDto) or ``30`` (OpenAI-style) as a percentage."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip().rstrip("%"))
+        except ValueError:
+            return None
+    return None
+
+
+class GatewayProvider:
+    """The ``gateway`` adapter; shares one ``httpx.Client`` (thread-safe) across threads."""
+
+    idempotent_submit: bool = False
+
+    def __init__(self, config: ProviderConfig, client: httpx.Client) -> None:
+        self.config = config
+        self._client = client
+        self._timeout = httpx.Timeout(config.request_timeout_s)
+
+    def validate(self, spec: JobSpec) -> None:
+        validate(spec)
+
+    def submit(self, job_id: str, spec: JobSpec, key: ApiKey) -> ProviderTask:
+        validate(spec)
+        name = self.config.name
+        with transport_errors(name, submitting=True):
+            response = self._client.post(
+                f"{self.config.base_url}/v1/video/generations",
+                json=request_body(job_id, spec),
+                headers=self._headers(key),
+                timeout=self._timeout,
+            )
+        business = partial(classify, submitting=True)
+        raise_for_status(response, name, business=business, secret=key.secret)
+        payload = task_dto(json_object(response, name, submitting=True))
+        task_id = payload.get("task_id") or payload.get("id")
+        if not isinstance(task_id, str) or not task_id:
+            raise SubmitOutcomeUnknown(f"{name}: submit answered HTTP 200 without a task id")
+        return ProviderTask(id=task_id)
+
+    def poll(self, task: ProviderTask, key: ApiKey) -> PollResult:
+        name = self.config.name
+        with transport_errors(name, submitting=False):
+            response = self._client.get(
+                f"{self.config.base_url}/v1/video/generations/{quote(task.id, safe='')}",
+                headers=self._headers(key),
+                timeout=self._timeout,
+            )
+        business = partial(classify, submitting=False)
+        raise_for_status(response, name, business=business, secret=key.secret)
+        payload = json_object(response, name, submitting=False)
+        envelope_code = payload.get("code")
+        if isinstance(envelope_code, str) and envelope_code not in ("success", ""):
+            raise self._envelope_error(response, payload, key)
+        return self._poll_result(task, task_dto(payload), key)
+
+    def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
+        """The gateway has no cancel route: the task runs to its end and keeps its slot."""
+        return False
+
+    def reconcile(self, job_id: str, key: ApiKey) -> ProviderTask | None:
+        """The gateway looks tasks up only by its own task id; Kling's external_task_id is not
+        queryable through it, so an unknown submit cannot be matched."""
+        return None
+
+    def download_headers(self, url: str, key: ApiKey) -> dict[str, str]:
+        """The token goes only to the gateway's own content proxy; vendor URLs are public."""
+        if under_base_url(url, self.config.base_url):
+            return {"Authorization": f"Bearer {key.secret}"}
+        return {}
+
+    def _headers(self, key: ApiKey) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key.secret}"}
+
+    def _envelope_error(
+        self, response: httpx.Response, payload: dict[str, Any], key: ApiKey
+    ) -> VidqueueError:
+        """A 200 whose envelope code is not "success": a code vidqueue knows is classified as
+        on an error answer; any other is taken as a passing glitch."""
+        message = payload.get("message")
+        failure = HttpFailure(
+            provider=self.config.name,
+            status=response.status_code,
+            code=str(payload["code"]),
+            message=redact(message if isinstance(message, str) else "", key.secret),
+            retry_after_s=None,
+        )
+        known = classify(failure, submitting=False)
+        return known or RetryableError(failure.describe(), code=PROVIDER_PROTOCOL)
+
+    def _poll_result(self, task: ProviderTask, dto: dict[str, Any], key: ApiKey) -> PollResult:
+        name = self.config.name
+        raw = dto.get("status")
+        if not isinstance(raw, str) or not raw:
+            raise RetryableError(f"{name}: poll answer has no status", code=PROVIDER_PROTOCOL)
+        progress = _progress(dto.get("progress"))
+        status = _STATUSES.get(raw)
+        if status is None:
+            logger.warning("%s task %s: unknown status %r, taken as running", name, task.id, raw)
+            status = ProviderStatus.RUNNING
+        if status is ProviderStatus.SUCCEEDED:
+            return PollResult(
+                status=status,
+                video_url=self._video_url(task, dto),
+                progress=progress,
+                raw_status=raw,
+            )
+        if status is ProviderStatus.FAILED:
+            return PollResult(
+                status=status,
+                error_code=PROVIDER_FAILED,
+                error_message=redact(f"{name}: {_failure_reason(dto)}", key.secret),
+                progress=progress,
+                raw_status=raw,
+            )
+        return PollResult(status=status, progress=progress, raw_status=raw)
+
+    def _video_url(self, task: ProviderTask, dto: dict[str, Any]) -> str:
+        """``result_url``; else ``fail_reason`` (builds before ``result_url`` existed); else a
+        Gemini-style ``url`` or ``metadata.url``; else the gateway's own content proxy."""
+        metadata = dto.get("metadata")
+        candidates = (
+            dto.get("result_url"),
+            dto.get("fail_reason"),
+            dto.get("url"),
+            metadata.get("url") if isinstance(metadata, dict) else None,
+        )
+        found = next((url for url in map(_http_url, candidates) if url), None)
+        return found or f"{self.config.base_url}/v1/videos/{quote(task.id, safe='')}/content"
+
+
+def _failure_reason(dto: dict[str, Any]) -> str:
+    reason = dto.get("fail_reason")
+    error = dto.get("error")
+    if not (isinstance(reason, str) and reason.strip()) and isinstance(error, dict):
+        reason = error.get("message")
+    if isinstance(reason, str) and reason.strip():
+        return f"task failed: {reason.strip()}"
+    return "task failed (no reason given)"
+
+
+# The registry's entry points (workers.providers).
+ADAPTER = GatewayProvider
