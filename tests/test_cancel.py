@@ -73,3 +73,24 @@ def test_a_finished_job_cannot_be_cancelled(idle_stack: LiveStack) -> None:
         live.client.cancel(done.id)
     with pytest.raises(KeyError):
         live.client.cancel("no-such-job")
+
+
+def test_a_provider_that_can_cancel_frees_the_slot_at_once(idle_stack: LiveStack) -> None:
+    # Given three Ark jobs filling a cap of 3 (5 s generations, queued at Ark for the first
+    # second) and a fourth waiting
+    live = idle_stack
+    live.set_sim(gen_time_s=5.0, gen_jitter_s=0)
+    ark = {"provider": "ark", "model": "doubao-seedance-1-0-pro-250528", "prompt": "a kite"}
+    ids = [live.client.enqueue(ark).id for _ in range(4)]
+    _wait_state(live, ids[0], State.RUNNING)
+    # When the first is cancelled while Ark still has it queued
+    cancelled_at = time.time()
+    assert live.client.cancel(ids[0]).state == State.CANCELLED
+    # Then Ark drops it, its slot goes to the waiting job long before 5 s have passed
+    _wait_state(live, ids[3], State.RUNNING, timeout_s=4)
+    assert time.time() - cancelled_at < 3
+    first = live.client.get(ids[0])
+    assert first is not None
+    assert first.provider_finished_at is not None
+    assert any(e["event"] == "cancelled at the provider" for e in live.client.events(ids[0]))
+    live.wait_all(ids[1:], timeout_s=30)
