@@ -147,7 +147,7 @@ def polling(b: Bench) -> list[Row]:
     )
     b.sim_call("POST", "/_sim/reset")
     b.wait(b.enqueue("adaptive", 30))  # warm-up: the adaptive side learns from these
-    fixed, adaptive = b.enqueue("fixed", 100), b.enqueue("adaptive", 100)
+    fixed, adaptive = b.enqueue("fixed", 60), b.enqueue("adaptive", 60)
     rows: list[Row] = []
     measured = {}
     for name, ids in (("fixed 10 s", fixed), ("adaptive", adaptive)):
@@ -247,7 +247,16 @@ def waiting_cost(b: Bench) -> list[Row]:
     ]
 
 
+SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
+    "utilisation": cap_utilisation,
+    "polling": polling,
+    "fairness": fairness,
+    "waiting": waiting_cost,
+}
+
+
 def main() -> int:
+    """``python -m tests.bench [utilisation|polling|fairness|waiting ...]`` (default: all)."""
     tmp = Path(tempfile.mkdtemp(prefix="vidqueue-bench-"))
     redis_port, s3_port, sim_port, api_port, flower_port = free_ports(5)
     sim = f"http://127.0.0.1:{sim_port}"
@@ -260,8 +269,8 @@ def main() -> int:
         api_port=api_port,
         flower_port=flower_port,
         run_dir=str(tmp / "run"),
-        sweep_interval_s=1.0,
-        sweep_grace_s=3.0,
+        sweep_interval_s=2.0,
+        sweep_grace_s=15.0,
         worker_concurrency=6,
     )
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
@@ -274,7 +283,8 @@ def main() -> int:
         stack.start_worker("worker1")
         stack.start_beat()
         bench = Bench(stack, settings, sim)
-        for scenario in (cap_utilisation, polling, fairness, waiting_cost):
+        chosen = sys.argv[1:] or list(SCENARIOS)
+        for scenario in (SCENARIOS[name] for name in chosen):
             print(f"running {scenario.__name__} ...", file=sys.stderr, flush=True)
             rows += scenario(bench)
     width = max(len(r[0]) for r in rows)

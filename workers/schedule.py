@@ -1,4 +1,5 @@
-"""When to poll next: the first poll near the expected finish, then jittered backoff to a cap.
+"""When to poll next: the first poll near the expected finish, then jittered backoff to a cap;
+and how urgent a mirror is.
 
 Every countdown stays at or below ``MAX_COUNTDOWN_S``, far below the broker's visibility
 timeout (Redis re-delivers un-acked ETA messages after it, DESIGN.md §3).
@@ -7,12 +8,15 @@ timeout (Redis re-delivers un-acked ETA messages after it, DESIGN.md §3).
 from __future__ import annotations
 
 import random
+import time
 from typing import Final
 
 from config.providers import MAX_COUNTDOWN_S, ProviderConfig
 
 BACKOFF_FACTOR: Final = 1.5
 JITTER: Final = 0.15
+# Steady polls are spread over [90 %, 100 %] of the lag target: no herd, and no lag beyond it.
+STEADY_JITTER: Final = 0.1
 
 
 def jittered(seconds: float, rng: random.Random | None = None) -> float:
@@ -64,7 +68,7 @@ def next_poll(
         # The first poll was learned (near the earliest finishes): from there, one poll per
         # lag target is the fewest polls that keep the detection lag within it. The jitter
         # only shortens the interval, so the lag never exceeds the target.
-        spread = (rng or random).uniform(1 - 2 * JITTER, 1.0)
+        spread = (rng or random).uniform(1 - STEADY_JITTER, 1.0)
         delay = min(MAX_COUNTDOWN_S, config.max_poll_interval_s * spread)
     else:
         grown = config.min_poll_interval_s * BACKOFF_FACTOR ** max(0, polls_done - 1)
@@ -77,3 +81,22 @@ def next_poll(
 def retry_backoff(attempt: int, *, base_s: float = 1.0, cap_s: float = MAX_COUNTDOWN_S) -> float:
     """Exponential backoff with full jitter, for retrying a failed step."""
     return random.uniform(base_s / 2, min(cap_s, base_s * 2 ** max(0, attempt)))
+
+
+# A mirror's broker priority by how long its result URL has left. kombu's Redis transport keeps
+# one list per priority step (0, 3, 6, 9) and every consumer pops the lower numbers first, so of
+# the mirrors waiting, those whose URLs expire soonest run first (within a step: FIFO, which for
+# one provider is expiry order too). Messages without a priority count as 0.
+MIRROR_PRIORITIES: Final = ((3600.0, 0), (6 * 3600.0, 3), (24 * 3600.0, 6))
+LEAST_URGENT: Final = 9
+
+
+def mirror_priority(
+    url_ttl_s: float, finished_at: float | None = None, *, now: float | None = None
+) -> int:
+    """The mirror's priority: its result URLs live ``url_ttl_s`` from ``finished_at`` (unix s,
+    when the provider was seen to finish; None: just now)."""
+    left = url_ttl_s
+    if finished_at is not None:
+        left -= (time.time() if now is None else now) - finished_at
+    return next((p for within, p in MIRROR_PRIORITIES if left < within), LEAST_URGENT)
