@@ -1,33 +1,77 @@
 """The HTTP API for backends in any language (ASGI app: ``producer.api:app``).
 
-Errors have one JSON shape: ``{"error": {"code": ..., "message": ..., "field": ...}}``. Bad
-input is a 4xx naming the field; an unknown id is 404; Redis trouble is 503; never a 500.
+Errors have one JSON shape: ``{"error": {"code": ..., "message": ..., "field": ...}}`` (OpenAI's
+shape under ``/v1/videos``). Bad input is a 4xx naming the field; an unknown id — or another
+producer's — is 404; Redis or S3 trouble is 503; never a 500. Each bearer token is a producer
+identity: a producer sees, cancels and downloads only its own jobs and uploads.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, Literal
 
 import redis
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from config.settings import get_settings
-from producer.client import Client
-from workers.errors import ConfigError, InvalidSpec
-from workers.jobs import JobRecord
+from producer import metrics, openai_facade, web
+from producer.batch import IdempotencyConflict
+from producer.web import ApiError, Producer, client, error_response, producer_identity
+from workers.errors import ConfigError, InvalidSpec, PermanentError, RetryableError
+from workers.jobs import JobRecord, JobSpec, State
+from workers.listing import InvalidCursor, JobPage
+from workers.pipeline import CancelRefused
+from workers.uploads import MAX_UPLOAD_BYTES
+
+__all__ = ["app", "client", "producer_identity"]
 
 log = logging.getLogger("vidqueue.api")
 
-_client: Client | None = None
+_SPEC_BODY: Final = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": JobSpec.model_json_schema()}},
+    }
+}
+_BATCH_BODY: Final = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["jobs"],
+                    "properties": {
+                        "jobs": {"type": "array", "maxItems": 1000, "items": {"type": "object"}}
+                    },
+                }
+            }
+        },
+    }
+}
+_UPLOAD_BODY: Final = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+        },
+    }
+}
 
 
 @asynccontextmanager
@@ -43,110 +87,244 @@ app = FastAPI(
     description="A job queue for AI video generation. Enqueue jobs, read their records.",
     lifespan=lifespan,
 )
+app.include_router(openai_facade.router)
+app.include_router(metrics.router)
 
 
-def client() -> Client:
-    global _client
-    if _client is None:
-        _client = Client(get_settings())
-    return _client
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-
-
-def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if field:
-        body["field"] = field
-    return JSONResponse({"error": body}, status_code=status)
+# -- errors --------------------------------------------------------------------------------
 
 
 @app.exception_handler(ApiError)
-async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-    return _error(exc.status, exc.code, exc.message, exc.field)
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return error_response(request, exc.status, exc.code, exc.message, exc.field)
 
 
 @app.exception_handler(RequestValidationError)
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
-    return _error(422, "invalid_request", str(first.get("msg")), where or None)
+    status = 400 if request.url.path.startswith(web.OPENAI_PREFIX) else 422
+    return error_response(request, status, "invalid_request", str(first.get("msg")), where or None)
 
 
 @app.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return _error(exc.status_code, "http_error", str(exc.detail))
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(request, exc.status_code, code, str(exc.detail))
+
+
+@app.exception_handler(InvalidSpec)
+async def _invalid_spec(request: Request, exc: InvalidSpec) -> JSONResponse:
+    return error_response(request, 422, exc.code, exc.message, exc.field)
+
+
+@app.exception_handler(IdempotencyConflict)
+async def _conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:
+    return error_response(request, 409, exc.code, exc.message, exc.field)
+
+
+@app.exception_handler(CancelRefused)
+async def _cancel_refused(request: Request, exc: CancelRefused) -> JSONResponse:
+    return error_response(request, 409, exc.code, exc.message)
+
+
+@app.exception_handler(InvalidCursor)
+async def _invalid_cursor(request: Request, exc: InvalidCursor) -> JSONResponse:
+    return error_response(request, 400, exc.code, exc.message, "cursor")
+
+
+@app.exception_handler(RetryableError)
+@app.exception_handler(PermanentError)
+async def _storage_error(request: Request, exc: RetryableError | PermanentError) -> JSONResponse:
+    log.error("storage unavailable: %s", exc.message)
+    return error_response(request, 503, "unavailable", "storage is unavailable; try again")
 
 
 @app.exception_handler(redis.RedisError)
-async def _redis_error(_: Request, exc: redis.RedisError) -> JSONResponse:
+async def _redis_error(request: Request, exc: redis.RedisError) -> JSONResponse:
     log.error("redis unavailable: %s", type(exc).__name__)
-    return _error(503, "unavailable", "the job store is unavailable; try again")
+    return error_response(request, 503, "unavailable", "the job store is unavailable; try again")
 
 
 @app.exception_handler(ConfigError)
-async def _config_error(_: Request, exc: ConfigError) -> JSONResponse:
-    return _error(503, "config_error", exc.message)
+async def _config_error(request: Request, exc: ConfigError) -> JSONResponse:
+    return error_response(request, 503, "config_error", exc.message)
 
 
-def producer_identity(authorization: Annotated[str | None, Header()] = None) -> str:
-    """The caller's identity (a hash of its bearer token); 401 when tokens are required."""
-    tokens = get_settings().api_token_set
-    scheme, _, token = (authorization or "").strip().partition(" ")
-    if scheme.lower() != "bearer":
-        token = ""
-    token = token.strip()
-    if not tokens:
-        return "anonymous" if not token else _identity(token)
-    if token not in tokens:
-        raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is required")
-    return _identity(token)
+@app.exception_handler(Exception)
+async def _bug(request: Request, exc: Exception) -> JSONResponse:
+    """A bug, not the client's fault: logged with its traceback, answered in the usual shape."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(request, 500, "internal_error", "an internal error; it was logged")
 
 
-def _identity(token: str) -> str:
-    return "token-" + hashlib.sha256(token.encode()).hexdigest()[:12]
+# -- jobs ----------------------------------------------------------------------------------
 
 
-Producer = Annotated[str, Depends(producer_identity)]
+class JobList(BaseModel):
+    jobs: list[JobRecord]
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        data = json.loads(await request.body() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object (a job spec)")
-    return data
+class Timeline(BaseModel):
+    id: str
+    events: list[dict[str, Any]]
 
 
-@app.post("/v1/jobs", status_code=202, response_model=JobRecord)
+class UploadOut(BaseModel):
+    id: str
+    image: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+def _found(job_id: str, producer: str) -> JobRecord:
+    record = client().get(job_id, producer=producer) if len(job_id) <= 128 else None
+    if record is None:
+        raise ApiError(404, "not_found", f"no job {job_id}", "id")
+    return record
+
+
+@app.post("/v1/jobs", status_code=202, response_model=JobRecord, openapi_extra=_SPEC_BODY)
 async def create_job(
     request: Request,
     producer: Producer,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JobRecord:
-    """Enqueue one job. The ``Idempotency-Key`` header makes a retried POST return the same job."""
-    spec = await _json_object(request)
+    """Enqueue one job. The ``Idempotency-Key`` header makes a retried POST return the same
+    job; the same key with a different spec is a 409."""
+    spec = await web.json_object(request)
     if idempotency_key:
+        if spec.get("idempotency_key") not in (None, idempotency_key):
+            raise ApiError(
+                400,
+                "invalid_request",
+                "the Idempotency-Key header and the spec's idempotency_key differ",
+                "idempotency_key",
+            )
         spec["idempotency_key"] = idempotency_key
-    try:
-        record: JobRecord = await run_in_threadpool(client().enqueue, spec, producer=producer)
-        return record
-    except InvalidSpec as exc:
-        raise ApiError(422, exc.code, exc.message, exc.field) from None
+    record: JobRecord = await run_in_threadpool(client().enqueue, spec, producer=producer)
+    return record
+
+
+@app.post("/v1/jobs/batch", status_code=202, response_model=JobList, openapi_extra=_BATCH_BODY)
+async def create_jobs(
+    request: Request,
+    producer: Producer,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JobList:
+    """Enqueue up to 1,000 jobs, all or none: every spec is validated first (a bad one is a
+    422 naming ``jobs.{index}.{field}``), then all are created in one Redis round trip. With
+    ``Idempotency-Key``, job *i* gets the key ``{key}:{i}``: a retried batch is the same jobs."""
+    body = await web.json_object(request, web.MAX_BATCH_BODY)
+    specs = body.get("jobs")
+    if not isinstance(specs, list):
+        raise ApiError(422, "invalid_request", "must be a list of job specs", "jobs")
+    unknown = sorted(set(body) - {"jobs"})
+    if unknown:
+        raise ApiError(422, "invalid_request", "unknown field", unknown[0])
+    records = await run_in_threadpool(
+        client().enqueue_many, specs, producer=producer, idempotency_key=idempotency_key
+    )
+    return JobList(jobs=records)
+
+
+@app.get("/v1/jobs", response_model=JobPage)
+def list_jobs(
+    producer: Producer,
+    state: State | None = None,
+    provider: Annotated[str | None, Query(max_length=64)] = None,
+    label: Annotated[list[str] | None, Query(description="key:value; repeat to AND")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> JobPage:
+    """Your jobs, newest first. Follow ``next_cursor`` until it is null (a page may be short
+    while more remain, when filters match few jobs)."""
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise ApiError(422, "invalid_request", f"expected key:value, got {item!r}", "label")
+        labels[key] = value
+    return client().list(
+        state=state,
+        provider=provider,
+        labels=labels,
+        limit=limit,
+        cursor=cursor,
+        producer=producer,
+    )
 
 
 @app.get("/v1/jobs/{job_id}", response_model=JobRecord)
-def get_job(job_id: str, _: Producer) -> JobRecord:
-    record = client().get(job_id)
-    if record is None:
-        raise ApiError(404, "not_found", f"no job {job_id}")
-    return record
+def get_job(job_id: str, producer: Producer) -> JobRecord:
+    return _found(job_id, producer)
+
+
+@app.delete("/v1/jobs/{job_id}", response_model=JobRecord)
+def cancel_job(job_id: str, producer: Producer) -> JobRecord:
+    """Cancel: a queued job at once; a running one at the provider where it can be (elsewhere it
+    keeps its slot until the provider finishes). 409 ``cannot_cancel`` once mirroring/finished."""
+    _found(job_id, producer)
+    try:
+        return client().cancel(job_id, producer=producer)
+    except KeyError:
+        raise ApiError(404, "not_found", f"no job {job_id}", "id") from None
+
+
+@app.get("/v1/jobs/{job_id}/events", response_model=Timeline)
+def job_events(job_id: str, producer: Producer) -> Timeline:
+    """The job's timeline: each transition and attempt, with its UTC timestamp."""
+    _found(job_id, producer)
+    return Timeline(id=job_id, events=client().events(job_id))
+
+
+@app.get("/v1/jobs/{job_id}/video", status_code=302, response_class=RedirectResponse)
+def job_video(job_id: str, producer: Producer) -> RedirectResponse:
+    """302 to a fresh presigned URL of the mirrored video."""
+    return _redirect(job_id, producer, "video")
+
+
+@app.get("/v1/jobs/{job_id}/cover", status_code=302, response_class=RedirectResponse)
+def job_cover(job_id: str, producer: Producer) -> RedirectResponse:
+    """302 to a fresh presigned URL of the mirrored cover image."""
+    return _redirect(job_id, producer, "cover")
+
+
+def _redirect(job_id: str, producer: str, what: Literal["video", "cover"]) -> RedirectResponse:
+    record = _found(job_id, producer)
+    if record.state != State.SUCCEEDED:
+        raise ApiError(409, "not_ready", f"job {job_id} is {record.state}: nothing mirrored yet")
+    item = (record.result or {}).get(what)
+    if item is None:
+        raise ApiError(404, "not_found", f"job {job_id} has no {what}")
+    return RedirectResponse(item["url"], status_code=302)
+
+
+# -- uploads -------------------------------------------------------------------------------
+
+
+@app.post("/v1/uploads", status_code=201, response_model=UploadOut, openapi_extra=_UPLOAD_BODY)
+async def upload(request: Request, producer: Producer) -> UploadOut:
+    """Store an image (PNG or JPEG by content, ≤ 5 MB), as the raw body or a multipart ``file``
+    part. The returned ``image`` is usable as a job spec's ``image`` (yours only)."""
+    data = await _upload_bytes(request)
+    try:
+        stored = await run_in_threadpool(client().upload, data, producer=producer)
+    except InvalidSpec as exc:
+        status = 413 if "larger" in exc.message else 422
+        raise ApiError(status, exc.code, exc.message, "file") from None
+    return UploadOut(**stored.as_dict())
+
+
+async def _upload_bytes(request: Request) -> bytes:
+    if not web.is_multipart(request):
+        return await web.read_body(request, MAX_UPLOAD_BYTES, "file")
+    form = await web.read_form(request, MAX_UPLOAD_BYTES + web.MULTIPART_OVERHEAD, "file")
+    files = [v for v in form.values() if isinstance(v, UploadFile)]
+    if len(files) != 1:
+        raise ApiError(422, "invalid_request", "send exactly one file part", "file")
+    return await files[0].read()
 
 
 @app.get("/healthz")

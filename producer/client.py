@@ -1,21 +1,28 @@
-"""The Python producer client: enqueue jobs, read them, wait for them.
+"""The Python producer client: enqueue jobs, read and list them, wait for them, cancel them.
 
-It talks to Redis directly (the same store the workers use) and needs no Celery knowledge
-from its caller::
+It talks to Redis and S3 directly (the same store the workers use), so it needs the workers'
+``VIDQUEUE_*`` settings but no Celery knowledge from its caller::
 
     from producer.client import Client
-    client = Client()
+    client = Client(producer="billing")
     job = client.enqueue({"provider": "zhipu", "model": "cogvideox-flash", "prompt": "a cat"})
     done = client.wait(job.id, timeout_s=600)
     print(done.state, done.result["video"]["url"])
+
+Backends without access to Redis use the HTTP API instead (``producer.aio.AsyncClient`` is an
+asyncio client for it). Every method raises the same few errors: ``InvalidSpec`` (naming the
+field), ``IdempotencyConflict``, ``KeyError`` for an unknown job, ``CancelRefused``.
 """
 
 from __future__ import annotations
 
+import builtins
+import json
+import logging
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,12 +30,29 @@ from pydantic import ValidationError
 from config import providers as provider_config
 from config.providers import Catalogue
 from config.settings import Settings, get_settings
-from workers import pipeline, steps, webhooks
+from producer import batch
+from producer.batch import MAX_BATCH, IdempotencyConflict, fingerprint, new_job_id
+from workers import keys, listing, pipeline, steps, uploads, webhooks
 from workers.deps import Deps, build
 from workers.errors import ConfigError, InvalidSpec, PermanentError
-from workers.jobs import JobRecord, JobSpec
+from workers.jobs import TERMINAL, JobRecord, JobSpec, State
+from workers.listing import Filters, JobPage, Position
+from workers.pipeline import CancelRefused
 from workers.providers import validator
-from workers.storage import Storage
+from workers.storage import Storage, storage_errors
+from workers.store import record_from
+
+__all__ = [
+    "MAX_BATCH",
+    "CancelRefused",
+    "Client",
+    "IdempotencyConflict",
+    "InvalidSpec",
+    "JobPage",
+    "JobRecord",
+]
+
+log = logging.getLogger("vidqueue.client")
 
 
 def parse_spec(data: Mapping[str, Any]) -> JobSpec:
@@ -47,10 +71,21 @@ def _field_of_model_error(message: str) -> str:
 
 
 class Client:
-    """A producer's handle on vidqueue. Safe to share between threads."""
+    """A producer's handle on vidqueue. Safe to share between threads.
 
-    def __init__(self, settings: Settings | None = None, catalogue: Catalogue | None = None):
+    ``producer`` is the identity jobs are created under (and listed by): the HTTP API uses one
+    per bearer token. ``get`` and ``cancel`` are unscoped unless given ``producer=``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        catalogue: Catalogue | None = None,
+        *,
+        producer: str = "",
+    ) -> None:
         self.settings = settings or get_settings()
+        self.producer = producer
         self._catalogue = catalogue
 
     @cached_property
@@ -67,10 +102,10 @@ class Client:
 
     @cached_property
     def _celery(self) -> Any:
-        """The Celery app used to publish submit steps (by name), on this client's Redis."""
+        """The Celery app used to publish steps (by name), on this client's Redis."""
         from config import celery
 
-        if self.settings == get_settings():
+        if celery.app.conf.broker_url == self.settings.redis_url:
             return celery.app
         return celery.make_app(self.settings)
 
@@ -78,8 +113,12 @@ class Client:
         """Load the providers file now (it is otherwise read on first use)."""
         self.catalogue.get(next(iter(self.catalogue.providers)))
 
-    def validate(self, data: Mapping[str, Any] | JobSpec) -> JobSpec:
-        """Everything checked before a job is accepted: shape, provider, model rules."""
+    # -- enqueueing ------------------------------------------------------------------------
+
+    def validate(
+        self, data: Mapping[str, Any] | JobSpec, *, producer: str | None = None
+    ) -> JobSpec:
+        """Everything checked before a job is accepted: shape, provider, model rules, uploads."""
         spec = data if isinstance(data, JobSpec) else parse_spec(data)
         try:
             config = self.catalogue.get(spec.provider)
@@ -88,7 +127,7 @@ class Client:
             raise InvalidSpec(
                 "provider", f"unknown provider {spec.provider!r}; configured: {known}"
             ) from None
-        validator(config)(spec)
+        _adapter_checks(config.name, validator(config), spec)
         if spec.callback_url:
             try:
                 webhooks.check_public_url(
@@ -96,41 +135,99 @@ class Client:
                 )
             except PermanentError as exc:
                 raise InvalidSpec("callback_url", exc.message) from None
+        if any(uploads.is_ref(image) for image in spec.images):
+            uploads.check_owned(self.storage, spec, self._who(producer))
         return spec
 
-    def enqueue(self, data: Mapping[str, Any] | JobSpec, *, producer: str = "") -> JobRecord:
-        """Accept a job: store it as queued, then fill any free provider slot at once."""
-        spec = self.validate(data)
-        job_id = uuid.uuid4().hex
-        created = self.deps.store.create(job_id, spec, producer=producer)
+    def enqueue(
+        self, data: Mapping[str, Any] | JobSpec, *, producer: str | None = None
+    ) -> JobRecord:
+        """Accept a job: store it as queued, then fill any free provider slot at once.
+
+        With an ``idempotency_key`` already used, the job it made is returned when the spec is
+        the same, and ``IdempotencyConflict`` is raised when it is not.
+        """
+        who = self._who(producer)
+        spec = self.validate(data, producer=who)
+        mark = fingerprint(spec, who)
+        created = self.deps.store.create(new_job_id(), spec, producer=who, fingerprint=mark)
         assert created is not None
-        found, _ = created
+        found, new = created
+        if not new:
+            self._same_request(found, mark)
         steps.send(self._celery, pipeline.dispatch(spec.provider, self.deps))
-        record = self.get(found)
-        assert record is not None
-        return record
+        return self._existing(found)
 
-    def get(self, job_id: str) -> JobRecord | None:
-        """The job's record, with fresh presigned URLs for its mirrored files."""
-        record = self.deps.store.get(job_id)
-        if record is None or not record.result:
-            return record
-        result = {
-            name: {**item, "url": self.storage.presign(item["key"], item["bucket"])}
-            for name, item in record.result.items()
-        }
-        return record.model_copy(update={"result": result})
+    def enqueue_many(
+        self,
+        specs: Sequence[Mapping[str, Any] | JobSpec],
+        *,
+        producer: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[JobRecord]:
+        """Accept up to ``MAX_BATCH`` jobs at once, or none: every spec is validated first (an
+        ``InvalidSpec`` names ``jobs.{index}.{field}``), then all are created in one Redis
+        round trip, then each provider is dispatched once. ``idempotency_key`` makes the whole
+        batch safe to retry (job *i* gets the key ``{idempotency_key}:{i}``)."""
+        who = self._who(producer)
+        valid = batch.validate_all(
+            specs, lambda spec: self.validate(spec, producer=who), idempotency_key
+        )
+        marks = [fingerprint(spec, who) for spec in valid]
+        batch.check_keys(self.deps.redis, valid, marks)
+        pipe = self.deps.redis.pipeline(transaction=False)
+        for spec, mark in zip(valid, marks, strict=True):
+            self.deps.store.create(new_job_id(), spec, producer=who, fingerprint=mark, pipe=pipe)
+        results = pipe.execute()
+        found = [_text(job_id) for job_id, _ in results]
+        reused = [(i, found[i]) for i, (_, created) in enumerate(results) if not created]
+        batch.check_reused(self.deps.redis, reused, marks)
+        for provider in dict.fromkeys(spec.provider for spec in valid):
+            steps.send(self._celery, pipeline.dispatch(provider, self.deps))
+        rows = listing.records(self.deps.redis, found)
+        return [self._presigned(record_from(row)) for row in rows if row is not None]
 
-    def cancel(self, job_id: str) -> JobRecord:
-        """Cancel a job; raises ``KeyError`` for an unknown id and ``CancelRefused`` when it is
-        mirroring or finished. A job the provider still works on stays counted (and polled)
-        until the provider lets go, unless the provider can cancel it."""
-        steps.send(self._celery, pipeline.cancel(job_id, self.deps))
-        record = self.get(job_id)
-        assert record is not None
-        return record
+    def upload(self, data: bytes, *, producer: str | None = None) -> uploads.Upload:
+        """Store an image (PNG or JPEG, ≤ 5 MB); its ``ref`` is usable as a spec's ``image``."""
+        return uploads.save(self.storage, data, producer=self._who(producer))
 
-    def events(self, job_id: str) -> list[dict[str, Any]]:
+    def upload_file(self, path: str | Path, *, producer: str | None = None) -> uploads.Upload:
+        return self.upload(Path(path).read_bytes(), producer=producer)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, job_id: str, *, producer: str | None = None) -> JobRecord | None:
+        """The job's record, with fresh presigned URLs for its mirrored files; None when the
+        job is unknown (or, with ``producer``, not that producer's)."""
+        fields = self.deps.store.fields(job_id)
+        if not fields or (producer is not None and fields.get("producer") != producer):
+            return None
+        return self._presigned(record_from(fields))
+
+    def list(
+        self,
+        *,
+        state: State | str | None = None,
+        provider: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        producer: str | None = None,
+        everyone: bool = False,
+    ) -> JobPage:
+        """The producer's jobs, newest first, filtered; pass ``next_cursor`` on for the next
+        page (a page may be short while more remain: stop when ``next_cursor`` is None).
+        ``everyone`` lists every producer's jobs (an operator's view)."""
+        index = keys.all_jobs() if everyone else keys.by_producer(self._who(producer))
+        filters = Filters(State(state) if state else None, provider, dict(labels or {}))
+        after = Position.decode(cursor) if cursor else None
+        found = listing.scan(self.deps.redis, index, limit=limit, after=after, filters=filters)
+        jobs = [self._presigned(record_from(fields)) for fields in found.found]
+        return JobPage(jobs=jobs, next_cursor=found.next.encode() if found.next else None)
+
+    def events(self, job_id: str, *, producer: str | None = None) -> builtins.list[dict[str, Any]]:
+        """The job's timeline: ``{"at", "state", "event"}`` entries, oldest first."""
+        self._owned_fields(job_id, producer)
         return self.deps.store.events(job_id)
 
     def wait(
@@ -142,17 +239,125 @@ class Client:
         on_change: Callable[[JobRecord], None] | None = None,
     ) -> JobRecord:
         """Block until the job is terminal (or ``TimeoutError``); ``on_change`` sees each update."""
+        [record] = self.wait_many(
+            [job_id], timeout_s=timeout_s, interval_s=interval_s, on_change=on_change
+        )
+        return record
+
+    def wait_many(
+        self,
+        job_ids: Sequence[str],
+        *,
+        timeout_s: float = 3600.0,
+        interval_s: float = 0.5,
+        on_change: Callable[[JobRecord], None] | None = None,
+    ) -> builtins.list[JobRecord]:
+        """Block until every job is terminal; the records come back in the order asked.
+        Each round reads the unfinished jobs in one Redis round trip."""
         deadline = time.monotonic() + timeout_s
-        last: tuple[str, int] | None = None
+        latest: dict[str, JobRecord] = {}
+        seen: dict[str, tuple[str, int]] = {}
+        pending = list(dict.fromkeys(job_ids))
         while True:
-            record = self.get(job_id)
-            if record is None:
-                raise KeyError(job_id)
-            if on_change and (record.state, record.polls) != last:
-                last = (record.state, record.polls)
-                on_change(record)
-            if record.terminal:
-                return record
+            for job_id, fields in zip(
+                pending, listing.records(self.deps.redis, pending), strict=True
+            ):
+                if fields is None:
+                    raise KeyError(job_id)
+                record = latest[job_id] = record_from(fields)
+                if on_change and seen.get(job_id) != (record.state, record.polls):
+                    seen[job_id] = (record.state, record.polls)
+                    on_change(record)
+            pending = [i for i in pending if latest[i].state not in TERMINAL]
+            if not pending:
+                return [self._presigned(latest[i]) for i in job_ids]
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {record.state} after {timeout_s:.0f}s")
+                states = sorted({str(latest[i].state) for i in pending})
+                raise TimeoutError(
+                    f"{len(pending)} job(s) not finished after {timeout_s:.0f}s: {states}"
+                )
             time.sleep(interval_s)
+
+    # -- changing --------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, *, producer: str | None = None) -> JobRecord:
+        """Cancel a job; raises ``KeyError`` for an unknown id and ``CancelRefused`` when it is
+        mirroring or finished. A job the provider still works on stays counted (and polled)
+        until the provider lets go, unless the provider can cancel it."""
+        self._owned_fields(job_id, producer)
+        steps.send(self._celery, pipeline.cancel(job_id, self.deps))
+        return self._existing(job_id)
+
+    def purge(self, job_id: str, *, producer: str | None = None) -> None:
+        """Delete a finished job: its record, timeline and mirrored files. ``CancelRefused``
+        while it is not finished or still settling (at the provider, webhook pending)."""
+        fields = self._owned_fields(job_id, producer)
+        if (
+            fields["state"] not in TERMINAL
+            or fields.get("at_provider") == "1"
+            or fields.get("notify") == "pending"
+        ):
+            raise CancelRefused(f"job {job_id} is {fields['state']}: not finished yet")
+        for item in json.loads(fields.get("result") or "{}").values():
+            with storage_errors("delete object"):
+                self.storage.client.delete_object(Bucket=item["bucket"], Key=item["key"])
+        spec = json.loads(fields["spec"])
+        pipe = self.deps.redis.pipeline(transaction=True)
+        pipe.delete(keys.job(job_id), keys.events(job_id))
+        pipe.zrem(keys.all_jobs(), job_id)
+        pipe.zrem(keys.by_producer(fields.get("producer", "")), job_id)
+        pipe.zrem(keys.due(), job_id)
+        pipe.srem(keys.by_state(fields["state"]), job_id)
+        if spec.get("idempotency_key"):
+            pipe.delete(keys.idempotency(spec["idempotency_key"]))
+        pipe.execute()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _who(self, producer: str | None) -> str:
+        return self.producer if producer is None else producer
+
+    def _owned_fields(self, job_id: str, producer: str | None) -> dict[str, str]:
+        fields = self.deps.store.fields(job_id)
+        if not fields or (producer is not None and fields.get("producer") != producer):
+            raise KeyError(job_id)
+        return fields
+
+    def _existing(self, job_id: str) -> JobRecord:
+        record = self.get(job_id)
+        if record is None:
+            raise KeyError(job_id)
+        return record
+
+    def _same_request(self, job_id: str, mark: str) -> None:
+        if self.deps.store.fields(job_id).get("fingerprint") != mark:
+            raise IdempotencyConflict(
+                "this idempotency key was already used with a different job spec"
+            )
+
+    def _presigned(self, record: JobRecord) -> JobRecord:
+        if not record.result:
+            return record
+        result = {
+            name: {**item, "url": self.storage.presign(item["key"], item["bucket"])}
+            for name, item in record.result.items()
+        }
+        return record.model_copy(update={"result": result})
+
+
+def _adapter_checks(provider: str, check: Callable[[JobSpec], None], spec: JobSpec) -> None:
+    """The adapter's model rules. Whatever else an adapter raises on odd input is still the
+    input's fault: it becomes ``InvalidSpec`` (and is logged), never a server error."""
+    try:
+        check(spec)
+    except InvalidSpec:
+        raise
+    except Exception as exc:
+        log.exception("%s: validating a spec failed", provider)
+        raise InvalidSpec(
+            "spec", f"{provider} cannot take this spec ({type(exc).__name__})"
+        ) from None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

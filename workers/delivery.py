@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from typing import Any, Final
 
 import httpx
 
+from config.providers import MAX_COUNTDOWN_S
 from workers import schedule, webhooks
 from workers.deps import Deps
 from workers.errors import (
@@ -38,8 +40,15 @@ log = logging.getLogger("vidqueue.delivery")
 MIRROR_LEASE_S: Final = 120.0
 HEARTBEAT_S: Final = 30.0
 MAX_MIRROR_ATTEMPTS: Final = 20
-MAX_NOTIFY_ATTEMPTS: Final = 12
 NOTIFY_TIMEOUT: Final = httpx.Timeout(10.0, connect=5.0)
+# Webhook retries: quick at first (a receiver restarting), then hours apart, within
+# NOTIFY_WINDOW_S of the job's end. A wait longer than MAX_COUNTDOWN_S is not a Celery countdown
+# (the broker would re-deliver it after its visibility timeout): it is the job's next step in
+# Redis, which the sweep sends when due.
+NOTIFY_BACKOFF_S: Final = (1, 5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800)
+NOTIFY_WINDOW_S: Final = 24 * 3600
+NOTIFY_JITTER: Final = 0.1
+MAX_NOTIFY_ATTEMPTS: Final = len(NOTIFY_BACKOFF_S) + 1
 
 
 def mirror(job_id: str, d: Deps) -> list[Step]:
@@ -166,12 +175,27 @@ def notify(job_id: str, d: Deps) -> list[Step]:
     return []
 
 
+def notify_delay(attempts: int, *, completed_at: str, now: float | None = None) -> float | None:
+    """Seconds until the next webhook attempt after ``attempts`` failed ones, or None when
+    the schedule or the 24-hour window (from the job's end) is used up."""
+    if attempts >= MAX_NOTIFY_ATTEMPTS:
+        return None
+    delay = NOTIFY_BACKOFF_S[attempts - 1] * random.uniform(1 - NOTIFY_JITTER, 1 + NOTIFY_JITTER)
+    left = parse_iso(completed_at).timestamp() + NOTIFY_WINDOW_S - (now or time.time())
+    if left < 1:
+        return None
+    return min(delay, left)
+
+
 def _notify_later(
     job_id: str, state: State, fields: dict[str, str], exc: Exception, d: Deps
 ) -> list[Step]:
     attempts = int(fields.get("notify_attempts", "0")) + 1
     why = exc.message if isinstance(exc, VidqueueError) else type(exc).__name__
-    if attempts >= MAX_NOTIFY_ATTEMPTS or isinstance(exc, PermanentError):
+    delay = None
+    if not isinstance(exc, PermanentError):
+        delay = notify_delay(attempts, completed_at=fields.get("completed_at") or now_iso())
+    if delay is None:
         d.store.transition(
             job_id,
             (state,),
@@ -179,17 +203,17 @@ def _notify_later(
             clear_step=True,
             incr="notify_attempts",
             fields={"notify": "failed"},
-            event=f"webhook abandoned: {why}",
+            event=f"webhook abandoned after attempt {attempts}: {why}",
         )
         log.warning("job %s: webhook abandoned after %d attempts: %s", job_id, attempts, why)
         return []
-    countdown = schedule.retry_backoff(attempts, base_s=2.0)
     d.store.transition(
         job_id,
         (state,),
         None,
-        step_s=countdown,
+        step_s=delay,
         incr="notify_attempts",
-        event=f"webhook attempt {attempts} failed: {why}",
+        event=f"webhook attempt {attempts} failed: {why}; next in {delay:.0f}s",
     )
-    return [Step("notify", job_id, countdown)]
+    # Long waits stay in Redis only: the sweep sends the step when it is due.
+    return [Step("notify", job_id, delay)] if delay <= MAX_COUNTDOWN_S else []

@@ -193,7 +193,7 @@ def _back_off(job_id: str, fields: dict[str, str], exc: RetryableError, d: Deps)
     d.gate.release(config.name, fields["key_id"], job_id)
     if moved:
         d.gate.requeue(config.name, fields["fair"], job_id, fields["score"])
-    return dispatch(config.name, d)
+    return honour_cancel(job_id, d) + dispatch(config.name, d)
 
 
 def _submitted(job_id: str, task: ProviderTask, timeout_s: float, d: Deps) -> list[Step]:
@@ -218,9 +218,7 @@ def _submitted(job_id: str, task: ProviderTask, timeout_s: float, d: Deps) -> li
     ):
         waited = parse_iso(submitted_at) - parse_iso(fields["created_at"])
         d.stats.observe("time_to_submit", waited.total_seconds())
-        if fields.get("cancel_requested"):
-            return cancel_running(job_id, d)
-        return [Step("poll", job_id, first)]
+        return [Step("poll", job_id, first), *honour_cancel(job_id, d)]
     # Cancelled meanwhile: the provider still works on it, so keep polling to free the slot.
     if d.store.transition(job_id, (State.CANCELLED,), None, step_s=first, fields=learned):
         return [Step("poll", job_id, first)]
@@ -243,7 +241,7 @@ def _submit_later(job_id: str, fields: dict[str, str], exc: RetryableError, d: D
         fields={"error": error_json(exc, retryable=True)},
         event=f"submit retry in {countdown:.1f}s: {exc.code}",
     )
-    return [Step("submit", job_id, countdown)]
+    return [Step("submit", job_id, countdown), *honour_cancel(job_id, d)]
 
 
 def _outcome_unknown(job_id: str, fields: dict[str, str], d: Deps, why: str) -> list[Step]:
@@ -273,7 +271,7 @@ def _outcome_unknown(job_id: str, fields: dict[str, str], d: Deps, why: str) -> 
         event=SUBMIT_UNKNOWN,
     )
     log.error("job %s parked as submit_unknown: %s", job_id, why)
-    return []
+    return honour_cancel(job_id, d)
 
 
 # -- cancel ------------------------------------------------------------------------------
@@ -291,30 +289,47 @@ def cancel(job_id: str, d: Deps) -> list[Step]:
     A queued job is dropped at once. A job the provider is working on is cancelled at the
     provider where it can be (its slot is then freed); elsewhere it is marked cancelled and
     keeps its slot, polled, until the provider finishes — the provider still counts it.
+    Each attempt is a compare-and-set on the state it read; when the job moved on meanwhile
+    (a submit finished), the cancel is tried again on its new state.
     """
-    fields = d.store.fields(job_id)
-    if not fields:
-        raise KeyError(job_id)
-    state = State(fields["state"])
+    for _ in range(5):
+        fields = d.store.fields(job_id)
+        if not fields:
+            raise KeyError(job_id)
+        state = State(fields["state"])
+        if state == State.CANCELLED:
+            return []
+        if state in (State.MIRRORING, State.SUCCEEDED, State.FAILED):
+            raise CancelRefused(f"job {job_id} is {state}: too late to cancel")
+        steps = _cancel_in(state, job_id, fields, d)
+        if d.store.fields(job_id).get("state") != state or state == State.SUBMITTING:
+            return steps
+    raise CancelRefused(f"job {job_id} kept changing state: try again")
+
+
+def _cancel_in(state: State, job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:
     if state == State.QUEUED:
         return _cancel_queued(job_id, fields, d)
     if state == State.SUBMITTING:
         # The submit in flight finishes first; it sees this flag and cancels right after.
-        d.store.transition(
+        flagged = d.store.transition(
             job_id,
             (State.SUBMITTING,),
             None,
             fields={"cancel_requested": "1"},
             event="cancel requested",
         )
-        return []
+        return [] if flagged else cancel(job_id, d)
     if state == State.SUBMIT_UNKNOWN:
         return _cancelled(job_id, (State.SUBMIT_UNKNOWN,), fields, d, at_provider=True)
-    if state == State.RUNNING:
-        return cancel_running(job_id, d)
-    if state == State.CANCELLED:
-        return []
-    raise CancelRefused(f"job {job_id} is {state}: too late to cancel")
+    return cancel_running(job_id, d)
+
+
+def honour_cancel(job_id: str, d: Deps) -> list[Step]:
+    """After a submit leaves ``submitting``: carry out a cancel requested meanwhile."""
+    if d.store.fields(job_id).get("cancel_requested"):
+        return cancel(job_id, d)
+    return []
 
 
 def _cancel_queued(job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:

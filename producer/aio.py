@@ -1,0 +1,228 @@
+"""An asyncio client for vidqueue's HTTP API.
+
+It speaks HTTP (``httpx.AsyncClient``) with a bearer token, so an asyncio backend needs no
+Redis or S3 access and no vidqueue settings — only the API's URL and its token. It has the
+sync client's methods and raises its errors::
+
+    from producer.aio import AsyncClient
+
+    async with AsyncClient("http://vidqueue:8000", token="...") as vq:
+        job = await vq.enqueue({"provider": "zhipu", "model": "cogvideox-flash", "prompt": "a cat"})
+        done = await vq.wait(job.id, timeout_s=600)
+
+Errors: ``InvalidSpec`` (400/413/422, naming the field), ``IdempotencyConflict`` (409),
+``CancelRefused`` (409), ``KeyError`` (404), ``ApiError`` for anything else (401, 503 ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final
+
+import httpx
+from pydantic import BaseModel
+
+from producer.batch import IdempotencyConflict
+from workers.errors import InvalidSpec, VidqueueError
+from workers.jobs import TERMINAL, JobRecord, JobSpec, State
+from workers.listing import JobPage
+from workers.pipeline import CancelRefused
+
+__all__ = ["ApiError", "AsyncClient", "JobPage", "JobRecord", "Uploaded"]
+
+# Jobs polled at once by ``wait_many`` (each poll is one GET).
+WAIT_CONCURRENCY: Final = 16
+
+
+class ApiError(VidqueueError):
+    """An answer the client has no better error for (401, 503, ...)."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(f"HTTP {status} {code}: {message}", code=code)
+        self.status, self.field = status, field
+
+
+class Uploaded(BaseModel):
+    """A stored upload; ``image`` goes into a job spec."""
+
+    id: str
+    image: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+class AsyncClient:
+    """A producer's asyncio handle on the HTTP API; one per event loop, closed with
+    ``aclose()`` or ``async with``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
+            transport=transport or httpx.AsyncHTTPTransport(retries=2),
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- enqueueing ------------------------------------------------------------------------
+
+    async def enqueue(
+        self, spec: Mapping[str, Any] | JobSpec, *, idempotency_key: str | None = None
+    ) -> JobRecord:
+        answer = await self._http.post(
+            "/v1/jobs", json=_spec_json(spec), headers=_idem(idempotency_key)
+        )
+        return JobRecord.model_validate(_ok(answer))
+
+    async def enqueue_many(
+        self,
+        specs: Sequence[Mapping[str, Any] | JobSpec],
+        *,
+        idempotency_key: str | None = None,
+    ) -> builtins.list[JobRecord]:
+        """Up to 1,000 jobs, all or none (see ``POST /v1/jobs/batch``)."""
+        body = {"jobs": [_spec_json(spec) for spec in specs]}
+        answer = await self._http.post("/v1/jobs/batch", json=body, headers=_idem(idempotency_key))
+        return [JobRecord.model_validate(job) for job in _ok(answer)["jobs"]]
+
+    async def upload(
+        self, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> Uploaded:
+        """Store an image (PNG or JPEG by content, ≤ 5 MB) for use as a spec's ``image``."""
+        answer = await self._http.post(
+            "/v1/uploads", content=data, headers={"content-type": content_type}
+        )
+        return Uploaded.model_validate(_ok(answer))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        answer = await self._http.get(f"/v1/jobs/{job_id}")
+        if answer.status_code == 404:
+            return None
+        return JobRecord.model_validate(_ok(answer))
+
+    async def list(
+        self,
+        *,
+        state: State | str | None = None,
+        provider: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Your jobs, newest first; pass ``next_cursor`` on until it is None."""
+        params: builtins.list[tuple[str, str | int | float | bool | None]] = [("limit", limit)]
+        params += [
+            (name, value)
+            for name, value in (("state", state), ("provider", provider), ("cursor", cursor))
+            if value
+        ]
+        params += [("label", f"{key}:{value}") for key, value in (labels or {}).items()]
+        answer = await self._http.get("/v1/jobs", params=params)
+        return JobPage.model_validate(_ok(answer))
+
+    async def events(self, job_id: str) -> builtins.list[dict[str, Any]]:
+        answer = await self._http.get(f"/v1/jobs/{job_id}/events")
+        events: builtins.list[dict[str, Any]] = _ok(answer, job_id)["events"]
+        return events
+
+    async def wait(
+        self, job_id: str, *, timeout_s: float = 3600.0, interval_s: float = 1.0
+    ) -> JobRecord:
+        """Until the job is terminal (``TimeoutError`` after ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            record = await self.get(job_id)
+            if record is None:
+                raise KeyError(job_id)
+            if record.state in TERMINAL:
+                return record
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {record.state} after {timeout_s:.0f}s")
+            await asyncio.sleep(interval_s)
+
+    async def wait_many(
+        self, job_ids: Sequence[str], *, timeout_s: float = 3600.0, interval_s: float = 1.0
+    ) -> builtins.list[JobRecord]:
+        """Until every job is terminal; records in the order asked."""
+        gate = asyncio.Semaphore(WAIT_CONCURRENCY)
+
+        async def one(job_id: str) -> JobRecord:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                async with gate:
+                    record = await self.get(job_id)
+                if record is None:
+                    raise KeyError(job_id)
+                if record.state in TERMINAL:
+                    return record
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"job {job_id} still {record.state} after {timeout_s:.0f}s")
+                await asyncio.sleep(interval_s)
+
+        return builtins.list(await asyncio.gather(*(one(job_id) for job_id in job_ids)))
+
+    # -- changing --------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel; ``CancelRefused`` once mirroring or finished, ``KeyError`` when unknown."""
+        answer = await self._http.delete(f"/v1/jobs/{job_id}")
+        return JobRecord.model_validate(_ok(answer, job_id))
+
+
+def _spec_json(spec: Mapping[str, Any] | JobSpec) -> dict[str, Any]:
+    if isinstance(spec, JobSpec):
+        return spec.model_dump(mode="json", exclude_none=True)
+    return dict(spec)
+
+
+def _idem(key: str | None) -> dict[str, str]:
+    return {"idempotency-key": key} if key else {}
+
+
+def _ok(answer: httpx.Response, job_id: str | None = None) -> Any:
+    """The JSON body of a 2xx answer; anything else raised as the sync client would."""
+    if answer.is_success:
+        return answer.json()
+    try:
+        error = answer.json()["error"]
+        code, message, field = str(error["code"]), str(error["message"]), error.get("field")
+    except (ValueError, KeyError, TypeError):
+        code, message, field = "http_error", answer.text[:200], None
+    status = answer.status_code
+    if status == 404 and job_id is not None:
+        raise KeyError(job_id)
+    if status in (400, 413, 422) and field:
+        raise InvalidSpec(field, message.removeprefix(f"{field}: "))
+    if status == 409 and code == "idempotency_conflict":
+        raise IdempotencyConflict(message, field=field or "idempotency_key")
+    if status == 409 and code == "cannot_cancel":
+        raise CancelRefused(message)
+    raise ApiError(status, code, message, field)

@@ -1,0 +1,157 @@
+"""What every HTTP route shares: the client, bearer auth, bounded body reading, error bodies.
+
+Two error shapes, chosen by path: vidqueue's own ``{"error": {"code", "message", "field"}}``,
+and under ``/v1/videos`` (the OpenAI-compatible facade) OpenAI's
+``{"error": {"message", "type", "param", "code"}}``, which the OpenAI SDKs parse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any, Final, NoReturn
+
+from fastapi import Depends, Header, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from config.settings import get_settings
+from producer.client import Client
+
+OPENAI_PREFIX: Final = "/v1/videos"
+# A data: URI image of 5 MB is about 6.7 MB of base64; the rest of a spec is small.
+MAX_JOB_BODY: Final = 8 * 1024 * 1024
+MAX_BATCH_BODY: Final = 64 * 1024 * 1024
+MULTIPART_OVERHEAD: Final = 64 * 1024
+
+_client: Client | None = None
+
+
+def client() -> Client:
+    """The process's client, built on first use from the settings."""
+    global _client
+    if _client is None:
+        _client = Client(get_settings())
+    return _client
+
+
+class ApiError(Exception):
+    """An HTTP error with the code and field a client can act on."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def error_response(
+    request: Request, status: int, code: str, message: str, field: str | None = None
+) -> JSONResponse:
+    if request.url.path.startswith(OPENAI_PREFIX):
+        return JSONResponse(
+            {
+                "error": {
+                    "message": message,
+                    "type": _openai_type(status),
+                    "param": field,
+                    "code": code,
+                }
+            },
+            status_code=status,
+        )
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def _openai_type(status: int) -> str:
+    if status >= 500:
+        return "server_error"
+    return "rate_limit_error" if status == 429 else "invalid_request_error"
+
+
+def producer_identity(authorization: Annotated[str | None, Header()] = None) -> str:
+    """The caller's identity (a hash of its bearer token); 401 when tokens are required."""
+    tokens = get_settings().api_token_set
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        token = ""
+    token = token.strip()
+    if not tokens:
+        return "anonymous" if not token else identity(token)
+    if token not in tokens:
+        raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is required")
+    return identity(token)
+
+
+def identity(token: str) -> str:
+    return "token-" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+Producer = Annotated[str, Depends(producer_identity)]
+
+
+async def read_body(request: Request, limit: int, field: str | None = None) -> bytes:
+    """The request body, refused with 413 (naming ``field``) once it is longer than ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        _too_large(limit, field)
+    size, parts = 0, []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            _too_large(limit, field)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int, field: str | None) -> NoReturn:
+    raise ApiError(413, "too_large", f"the body is larger than {limit // 1024} KiB", field)
+
+
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: no NaN or Infinity, no lone surrogates, no absurd nesting (all 400)."""
+    try:
+        data = json.loads(body or b"null", parse_constant=_no_constants)
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ApiError(
+            400, "invalid_json", "the body holds invalid unicode (a lone surrogate)"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    return data
+
+
+async def json_object(request: Request, limit: int = MAX_JOB_BODY) -> dict[str, Any]:
+    data = parse_json(await read_body(request, limit))
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return data
+
+
+def is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+async def read_form(request: Request, limit: int, field: str | None = None) -> FormData:
+    """A multipart body of at most ``limit`` bytes (files included)."""
+    body = await read_body(request, limit, field)
+
+    async def replay() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(
+        request.headers, replay(), max_files=4, max_fields=32, max_part_size=limit
+    )
+    try:
+        return await parser.parse()
+    except (MultiPartException, ValueError, KeyError) as exc:
+        message = exc.message if isinstance(exc, MultiPartException) else "invalid multipart data"
+        raise ApiError(400, "invalid_multipart", message) from None
