@@ -32,6 +32,9 @@ def make_app(settings: Settings) -> Celery:
     app.conf.update(
         broker_url=settings.redis_url,
         broker_connection_retry_on_startup=True,
+        # kombu's Redis transport, fixed so that a worker survives a Redis restart (Celery 5.7
+        # otherwise exits on the reconnect whenever it holds un-acked messages): workers.broker.
+        broker_transport="workers.broker:Transport",
         broker_transport_options={
             "visibility_timeout": VISIBILITY_TIMEOUT_S,
             # Redis restarts: keep trying instead of crashing the worker.

@@ -25,10 +25,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from producer import metrics, openai_facade, web
 from producer.batch import IdempotencyConflict
 from producer.web import ApiError, Producer, client, error_response, producer_identity
+from workers.cancel import CancelRefused
 from workers.errors import ConfigError, InvalidSpec, PermanentError, RetryableError
 from workers.jobs import JobRecord, JobSpec, State
 from workers.listing import InvalidCursor, JobPage
-from workers.pipeline import CancelRefused
 from workers.uploads import MAX_UPLOAD_BYTES
 
 __all__ = ["app", "client", "producer_identity"]

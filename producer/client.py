@@ -32,12 +32,12 @@ from config.providers import Catalogue
 from config.settings import Settings, get_settings
 from producer import batch
 from producer.batch import MAX_BATCH, IdempotencyConflict, fingerprint, new_job_id
-from workers import keys, listing, pipeline, steps, uploads, webhooks
+from workers import cancel, keys, listing, outcomes, steps, uploads, webhooks
+from workers.cancel import CancelRefused
 from workers.deps import Deps, build
 from workers.errors import ConfigError, InvalidSpec, PermanentError
 from workers.jobs import TERMINAL, JobRecord, JobSpec, State
 from workers.listing import Filters, JobPage, Position
-from workers.pipeline import CancelRefused
 from workers.providers import validator
 from workers.storage import Storage, storage_errors
 from workers.store import record_from
@@ -155,7 +155,7 @@ class Client:
         found, new = created
         if not new:
             self._same_request(found, mark)
-        steps.send(self._celery, pipeline.dispatch(spec.provider, self.deps))
+        steps.send(self._celery, outcomes.dispatch(spec.provider, self.deps))
         return self._existing(found)
 
     def enqueue_many(
@@ -183,7 +183,7 @@ class Client:
         reused = [(i, found[i]) for i, (_, created) in enumerate(results) if not created]
         batch.check_reused(self.deps.redis, reused, marks)
         for provider in dict.fromkeys(spec.provider for spec in valid):
-            steps.send(self._celery, pipeline.dispatch(provider, self.deps))
+            steps.send(self._celery, outcomes.dispatch(provider, self.deps))
         rows = listing.records(self.deps.redis, found)
         return [self._presigned(record_from(row)) for row in rows if row is not None]
 
@@ -285,7 +285,7 @@ class Client:
         mirroring or finished. A job the provider still works on stays counted (and polled)
         until the provider lets go, unless the provider can cancel it."""
         self._owned_fields(job_id, producer)
-        steps.send(self._celery, pipeline.cancel(job_id, self.deps))
+        steps.send(self._celery, cancel.cancel(job_id, self.deps))
         return self._existing(job_id)
 
     def purge(self, job_id: str, *, producer: str | None = None) -> None:

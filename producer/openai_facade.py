@@ -31,10 +31,10 @@ from producer import web
 from producer.progress import fraction
 from producer.web import ApiError, Producer, client
 from workers import keys, listing
+from workers.cancel import CancelRefused
 from workers.errors import InvalidSpec
 from workers.jobs import TERMINAL, JobRecord, State, parse_iso
 from workers.listing import InvalidCursor
-from workers.pipeline import CancelRefused
 from workers.storage import storage_errors
 from workers.store import record_from
 from workers.uploads import MAX_UPLOAD_BYTES

@@ -30,8 +30,8 @@ from devstack.env import LOCAL_DEFAULTS
 from devstack.ports import free_ports
 from devstack.stack import Stack
 from producer.client import Client
+from workers.cancel import CancelRefused
 from workers.jobs import TERMINAL, JobRecord, JobSpec, parse_iso
-from workers.pipeline import CancelRefused
 from workers.store import Store
 
 SCALE = 10  # scenario 2 runs 10x faster than real time

@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import LiveStack
 from workers import keys
+from workers.cancel import CancelRefused
 from workers.jobs import State
-from workers.pipeline import CancelRefused
 
 SOLO = {"provider": "solo", "model": "cogvideox-flash", "prompt": "a slow river"}
 

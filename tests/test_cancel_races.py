@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from tests.test_governor import FakeZhipu, _deps, catalogue, job
-from workers import pipeline
+from workers import cancel, pipeline
 from workers.jobs import State
 
 
@@ -27,7 +27,7 @@ def test_a_cancel_requested_during_submit_is_carried_out_after_it(d: Any) -> Non
     def submit_while_cancelled(*args: Any) -> Any:
         # When the producer cancels while the provider call is in flight
         assert d.store.fields("j1")["state"] == State.SUBMITTING
-        assert pipeline.cancel("j1", d) == []
+        assert cancel.cancel("j1", d) == []
         return real_submit(*args)
 
     d.provider("sim").submit = submit_while_cancelled
@@ -54,6 +54,6 @@ def test_a_cancel_that_reads_a_stale_state_tries_again(d: Any) -> None:
         return next(reads, None) or real_fields(job_id)
 
     d.store.fields = stale_once
-    pipeline.cancel("j1", d)
+    cancel.cancel("j1", d)
     # Then the cancel is not dropped: the running job is cancelled
     assert real_fields("j1")["state"] == State.CANCELLED

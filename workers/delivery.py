@@ -28,7 +28,7 @@ from workers.errors import (
 )
 from workers.jobs import TERMINAL, ProviderStatus, State, now_iso, parse_iso
 from workers.mirror import mirror_url
-from workers.pipeline import fail, finish
+from workers.outcomes import fail, finish
 from workers.providers.base import ProviderTask
 from workers.steps import Step
 from workers.store import record_from

@@ -1,4 +1,7 @@
-"""The job's life at the provider, as Celery-free step functions that return the next steps.
+"""Submitting: queued → submitting → running, calling the provider exactly once per job.
+
+The step functions here and in ``polling``, ``delivery`` and ``cancel`` are Celery-free: each
+takes a job id and the process's ``Deps`` and returns the next steps to send.
 
 Every step first *claims* its job (``Store.claim``): of two copies of a step — a redelivered
 message, a sweep re-send — only one runs, and a duplicate poll chain dies out. Each state
@@ -14,9 +17,9 @@ from typing import Final
 
 from config.providers import MAX_COUNTDOWN_S
 from workers import schedule, uploads
+from workers.cancel import honour_cancel
 from workers.deps import Deps
 from workers.errors import (
-    CANCELLED,
     CONCURRENCY_LIMITED,
     RATE_LIMITED,
     SUBMIT_UNKNOWN,
@@ -26,7 +29,8 @@ from workers.errors import (
     SubmitOutcomeUnknown,
     VidqueueError,
 )
-from workers.jobs import JobError, JobSpec, State, now_iso, parse_iso
+from workers.jobs import JobSpec, State, now_iso, parse_iso
+from workers.outcomes import dispatch, error_json, fail, release
 from workers.providers.base import ProviderTask
 from workers.ratelimit import Throttled
 from workers.steps import Step
@@ -35,76 +39,6 @@ log = logging.getLogger("vidqueue.pipeline")
 
 # After this many retryable submit failures the job fails instead of trying again.
 MAX_SUBMIT_ATTEMPTS: Final = 12
-AT_PROVIDER: Final = (State.SUBMITTING, State.SUBMIT_UNKNOWN, State.RUNNING)
-
-
-def error_json(exc: VidqueueError, *, retryable: bool = False) -> str:
-    return JobError(code=exc.code, message=exc.message, retryable=retryable).model_dump_json()
-
-
-def dispatch(provider: str, d: Deps) -> list[Step]:
-    """Fill every free slot of the provider with waiting jobs; each gets a submit step."""
-    return [Step("submit", job.job_id) for job in d.gate.dispatch(d.config(provider))]
-
-
-def release(fields: dict[str, str], d: Deps) -> list[Step]:
-    """Free the job's slot and hand it straight to the next waiting job."""
-    d.gate.release(fields["provider"], fields["key_id"], fields["id"])
-    return dispatch(fields["provider"], d)
-
-
-def fail(
-    job_id: str, allowed: tuple[State, ...], exc: VidqueueError, fields: dict[str, str], d: Deps
-) -> list[Step]:
-    """End the job as failed; the producer's webhook (if any) is the next step."""
-    return finish(
-        job_id,
-        allowed,
-        State.FAILED,
-        JobError(code=exc.code, message=exc.message),
-        fields,
-        d,
-    )
-
-
-def finish(
-    job_id: str,
-    allowed: tuple[State, ...],
-    to: State,
-    error: JobError | None,
-    fields: dict[str, str],
-    d: Deps,
-    *,
-    extra: dict[str, str] | None = None,
-    incr: str = "",
-    at_provider: bool = False,
-) -> list[Step]:
-    """Move the job to a terminal state; schedule its webhook when it has a callback_url.
-
-    ``at_provider``: the provider still works on the (cancelled) job, which keeps its slot and
-    its poll chain; the webhook then waits until the provider lets go (``_provider_let_go``).
-    """
-    webhook = bool(json.loads(fields["spec"]).get("callback_url"))
-    notify_now = webhook and not at_provider
-    moved = d.store.transition(
-        job_id,
-        allowed,
-        to,
-        step_s=0 if notify_now or at_provider else None,
-        incr=incr,
-        fields={
-            **(extra or {}),
-            "error": error.model_dump_json() if error else "",
-            "completed_at": now_iso(),
-            "at_provider": "1" if at_provider else "",
-            "notify": "pending" if webhook else "",
-        },
-        event=f"{to}: {error.code}" if error else str(to),
-    )
-    return [Step("notify", job_id)] if moved and notify_now else []
-
-
-# -- submit ------------------------------------------------------------------------------
 
 
 def submit(job_id: str, d: Deps) -> list[Step]:
@@ -274,108 +208,3 @@ def _outcome_unknown(job_id: str, fields: dict[str, str], d: Deps, why: str) -> 
     return honour_cancel(job_id, d)
 
 
-# -- cancel ------------------------------------------------------------------------------
-
-
-class CancelRefused(VidqueueError):
-    """The job is past the point where cancelling means anything (mirroring or finished)."""
-
-    code = "cannot_cancel"
-
-
-def cancel(job_id: str, d: Deps) -> list[Step]:
-    """Cancel a job on the producer's request. Raises ``CancelRefused`` or ``KeyError``.
-
-    A queued job is dropped at once. A job the provider is working on is cancelled at the
-    provider where it can be (its slot is then freed); elsewhere it is marked cancelled and
-    keeps its slot, polled, until the provider finishes — the provider still counts it.
-    Each attempt is a compare-and-set on the state it read; when the job moved on meanwhile
-    (a submit finished), the cancel is tried again on its new state.
-    """
-    for _ in range(5):
-        fields = d.store.fields(job_id)
-        if not fields:
-            raise KeyError(job_id)
-        state = State(fields["state"])
-        if state == State.CANCELLED:
-            return []
-        if state in (State.MIRRORING, State.SUCCEEDED, State.FAILED):
-            raise CancelRefused(f"job {job_id} is {state}: too late to cancel")
-        steps = _cancel_in(state, job_id, fields, d)
-        if d.store.fields(job_id).get("state") != state or state == State.SUBMITTING:
-            return steps
-    raise CancelRefused(f"job {job_id} kept changing state: try again")
-
-
-def _cancel_in(state: State, job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:
-    if state == State.QUEUED:
-        return _cancel_queued(job_id, fields, d)
-    if state == State.SUBMITTING:
-        # The submit in flight finishes first; it sees this flag and cancels right after.
-        flagged = d.store.transition(
-            job_id,
-            (State.SUBMITTING,),
-            None,
-            fields={"cancel_requested": "1"},
-            event="cancel requested",
-        )
-        return [] if flagged else cancel(job_id, d)
-    if state == State.SUBMIT_UNKNOWN:
-        return _cancelled(job_id, (State.SUBMIT_UNKNOWN,), fields, d, at_provider=True)
-    return cancel_running(job_id, d)
-
-
-def honour_cancel(job_id: str, d: Deps) -> list[Step]:
-    """After a submit leaves ``submitting``: carry out a cancel requested meanwhile."""
-    if d.store.fields(job_id).get("cancel_requested"):
-        return cancel(job_id, d)
-    return []
-
-
-def _cancel_queued(job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:
-    steps = _cancelled(job_id, (State.QUEUED,), fields, d, at_provider=False)
-    d.gate.unqueue(fields["provider"], fields["fair"], job_id)
-    held = d.store.fields(job_id).get("key_id")
-    if held:
-        steps += release({**fields, "key_id": held}, d)
-    return steps
-
-
-def cancel_running(job_id: str, d: Deps) -> list[Step]:
-    """Mark a running job cancelled at once; a worker then asks the provider to stop it
-    (``vidqueue.cancel``: API keys live only in workers). Until the provider lets go, the job
-    keeps its slot and its poll chain."""
-    fields = d.store.fields(job_id)
-    steps = _cancelled(job_id, (State.RUNNING,), fields, d, at_provider=True)
-    return [*steps, Step("cancel", job_id)] if steps else []
-
-
-def cancel_at_provider(job_id: str, d: Deps) -> list[Step]:
-    """The worker side of a cancel: where the provider can stop the task, free its slot now."""
-    from workers.polling import provider_let_go
-
-    fields = d.store.fields(job_id)
-    if fields.get("state") != State.CANCELLED or fields.get("at_provider") != "1":
-        return []
-    config = d.config(fields["provider"])
-    task = ProviderTask(fields["provider_task_id"], json.loads(fields.get("task_extra") or "{}"))
-    try:
-        d.limiter.take(config, fields["key_id"])
-        freed = d.provider(config.name).cancel(task, d.key(config.name, fields["key_id"]))
-    except VidqueueError as exc:
-        log.warning("job %s: provider cancel failed: %s", job_id, exc.message)
-        return []
-    return provider_let_go(job_id, fields, d, "cancelled at the provider") if freed else []
-
-
-def _cancelled(
-    job_id: str, allowed: tuple[State, ...], fields: dict[str, str], d: Deps, *, at_provider: bool
-) -> list[Step]:
-    """Mark the job cancelled. One the provider still counts keeps its slot: with a task id
-    it is polled until the provider lets go; without one (submit_unknown) its lease is kept
-    until the job's deadline by the sweep."""
-    error = JobError(code=CANCELLED, message="cancelled by the producer")
-    steps = finish(job_id, allowed, State.CANCELLED, error, fields, d, at_provider=at_provider)
-    if at_provider and fields.get("provider_task_id"):
-        steps.append(Step("poll", job_id))
-    return steps

@@ -15,7 +15,7 @@ from workers import schedule
 from workers.deps import Deps
 from workers.errors import TIMEOUT, PermanentError, RetryableError, VidqueueError
 from workers.jobs import JobError, ProviderStatus, State, now_iso, parse_iso
-from workers.pipeline import fail, finish, release
+from workers.outcomes import fail, finish, release
 from workers.providers.base import PollResult, ProviderTask
 from workers.steps import Step
 
@@ -116,7 +116,8 @@ def _finished(job_id: str, fields: dict[str, str], result: PollResult, d: Deps) 
             },
             event="provider succeeded",
         )
-        steps = [Step("mirror", job_id)] if moved else []
+        urgency = schedule.mirror_priority(d.config(fields["provider"]).result_url_ttl_s)
+        steps = [Step("mirror", job_id, priority=urgency)] if moved else []
     else:
         to = State.CANCELLED if result.status == ProviderStatus.CANCELLED else State.FAILED
         error = JobError(

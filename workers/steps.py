@@ -32,15 +32,16 @@ class Step:
     task: StepName
     job_id: str
     countdown_s: float = 0.0
+    # The message's broker priority where order matters (mirrors: by URL expiry, see
+    # ``schedule.mirror_priority``); None leaves the default, 0 (first) on Redis.
+    priority: int | None = None
 
 
 def send(app: Any, steps: Iterable[Step]) -> None:
     """Publish each step as a task message (by name: no task code needs importing)."""
     for step in steps:
         countdown = step.countdown_s if step.countdown_s > 0 else None
-        app.send_task(
-            TASKS[step.task],
-            args=[step.job_id],
-            queue=QUEUES[step.task],
-            countdown=countdown,
-        )
+        options: dict[str, Any] = {"queue": QUEUES[step.task], "countdown": countdown}
+        if step.priority is not None:
+            options["priority"] = step.priority
+        app.send_task(TASKS[step.task], args=[step.job_id], **options)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from workers import keys
+from workers import keys, schedule
 from workers.deps import Deps
-from workers.jobs import State
-from workers.pipeline import AT_PROVIDER, dispatch
+from workers.jobs import State, parse_iso
+from workers.outcomes import AT_PROVIDER, dispatch
 from workers.steps import Step, StepName
 
 log = logging.getLogger("vidqueue.sweep")
@@ -70,8 +70,17 @@ def resend_overdue(d: Deps) -> list[Step]:
         elif d.store.mark_resent(job_id, state, step):
             # Claimable now, and due again only after another grace period.
             log.info("job %s: %s overdue, re-sent", job_id, step)
-            steps.append(Step(step, job_id))
+            steps.append(Step(step, job_id, priority=_urgency(step, fields, d)))
     return steps
+
+
+def _urgency(step: StepName, fields: dict[str, str], d: Deps) -> int | None:
+    """A re-sent mirror keeps its place by URL expiry; other steps need no priority."""
+    if step != "mirror":
+        return None
+    seen = fields.get("provider_finished_at")
+    finished_at = parse_iso(seen).timestamp() if seen else None
+    return schedule.mirror_priority(d.config(fields["provider"]).result_url_ttl_s, finished_at)
 
 
 def _give_up_slot(job_id: str, fields: dict[str, str], d: Deps) -> None:

@@ -16,6 +16,7 @@ from celery.signals import worker_process_init
 
 from config.celery import app
 from config.settings import get_settings
+from workers import cancel as cancel_step
 from workers import delivery, pipeline, polling
 from workers.deps import Deps, build
 from workers.steps import TASKS, Step, send
@@ -82,4 +83,4 @@ def sweep() -> None:
 
 @app.task(name=TASKS["cancel"], soft_time_limit=60, time_limit=90, **_COMMON)
 def cancel(job_id: str) -> None:
-    _run(pipeline.cancel_at_provider, job_id)
+    _run(cancel_step.cancel_at_provider, job_id)
