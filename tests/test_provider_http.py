@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,12 +15,14 @@ from workers import errors
 from workers.errors import InvalidSpec, PermanentError, RetryableError, SubmitOutcomeUnknown
 from workers.providers.http import (
     HttpFailure,
+    JsonApi,
     classify,
     json_object,
     parse_retry_after,
     raise_for_status,
     retry_after_s,
     transport_errors,
+    under_base_url,
 )
 from workers.providers.images import MAX_IMAGE_BYTES, check_image, check_images
 
@@ -206,6 +210,107 @@ def test_unreadable_json_is_retryable_for_poll_and_unknown_for_submit(content: b
     assert caught.value.code == errors.PROVIDER_PROTOCOL
     with pytest.raises(SubmitOutcomeUnknown):
         json_object(response(200, content=content), "p", submitting=True)
+
+
+# --- JsonApi: one call, every failure translated ------------------------------------------
+
+
+def api_answering(handler: Callable[[httpx.Request], httpx.Response]) -> JsonApi:
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    return JsonApi("p", client, httpx.Timeout(7.0))
+
+
+def test_call_sends_through_the_client_and_returns_the_answer_with_its_json_object() -> None:
+    # Given a provider that records what it is sent
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"id": "t1"}, headers={"x-seen": "yes"})
+
+    # When a submit is sent through the adapter's JsonApi
+    response, payload = api_answering(handler).call(
+        "POST",
+        "https://p.example/tasks",
+        headers={"Authorization": "Bearer k"},
+        json={"prompt": "a cat"},
+        secret="k",
+        submitting=True,
+    )
+
+    # Then the request carried the method, body, headers and the adapter's timeout
+    (request,) = sent
+    assert (request.method, str(request.url)) == ("POST", "https://p.example/tasks")
+    assert json.loads(request.content) == {"prompt": "a cat"}
+    assert request.headers["authorization"] == "Bearer k"
+    assert request.extensions["timeout"]["read"] == 7.0
+    # And both the answer and its body come back
+    assert payload == {"id": "t1"}
+    assert response.headers["x-seen"] == "yes"
+
+
+def test_call_classifies_an_error_answer_with_the_hook_and_redacts_the_secret() -> None:
+    # Given a provider that answers 400 with a business code, echoing the key
+    body = {"error": {"code": "1301", "message": "bad key sk-secret"}}
+    api = api_answering(lambda request: httpx.Response(400, json=body))
+
+    def hook(failure: HttpFailure) -> PermanentError | None:
+        return PermanentError(failure.describe(), code=errors.CONTENT_POLICY)
+
+    # When the call is made with the adapter's hook
+    with pytest.raises(PermanentError) as caught:
+        api.call("GET", "https://p.example/t", secret="sk-secret", submitting=False, business=hook)
+
+    # Then the hook's classification is raised, without the secret
+    assert caught.value.code == errors.CONTENT_POLICY
+    assert "sk-secret" not in caught.value.message
+    assert "[redacted]" in caught.value.message
+
+
+def test_call_without_an_answer_is_unknown_for_submit_and_retryable_for_poll() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    api = api_answering(handler)
+    with pytest.raises(SubmitOutcomeUnknown):
+        api.call("POST", "https://p.example/t", secret="", submitting=True)
+    with pytest.raises(RetryableError) as caught:
+        api.call("GET", "https://p.example/t", secret="", submitting=False)
+    assert caught.value.code == errors.PROVIDER_UNAVAILABLE
+
+
+def test_call_with_a_2xx_that_is_not_a_json_object_is_unknown_for_submit() -> None:
+    api = api_answering(lambda request: httpx.Response(200, json=["not", "an", "object"]))
+    with pytest.raises(SubmitOutcomeUnknown):
+        api.call("POST", "https://p.example/t", secret="", submitting=True)
+
+
+def test_send_returns_an_error_answer_for_the_caller_to_judge() -> None:
+    api = api_answering(lambda request: httpx.Response(404, json={"error": "gone"}))
+    assert api.send("DELETE", "https://p.example/t", submitting=False).status_code == 404
+
+
+# --- where a key may go ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://api.example.com/v1/videos/x/content", True),
+        ("https://API.example.com:443/v1/videos/x", True),
+        ("https://api.example.com/v1", True),
+        ("https://api.example.com/v10/x", False),
+        ("http://api.example.com/v1/x", False),
+        ("https://api.example.com:8443/v1/x", False),
+        ("https://api.example.com.evil.io/v1/x", False),
+        ("https://api.example.com@evil.io/v1/x", False),
+        ("https://api.example.com:port/v1/x", False),
+    ],
+)
+def test_under_base_url_allows_only_the_same_origin_below_the_base_path(
+    url: str, allowed: bool
+) -> None:
+    assert under_base_url(url, "https://api.example.com/v1") is allowed
 
 
 # --- images --------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ so ``idempotent_submit`` is False; for Kling the job id goes upstream as ``exter
 
 Result URLs are usually the vendor's (public, expiring); older builds put the URL in
 ``fail_reason``; failing both, the gateway's own ``/v1/videos/{task_id}/content`` proxy serves
-the file, and only that proxy (on the gateway's base URL) is sent the token.
+the file, and only that proxy (on the gateway's base URL) is sent the token. What a spec may
+hold per vendor, and the submit built from it: ``workers.providers.gateway_spec``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from workers.errors import (
     PERMISSION_DENIED,
     PROVIDER_FAILED,
     PROVIDER_PROTOCOL,
-    InvalidSpec,
     PermanentError,
     RetryableError,
     SubmitOutcomeUnknown,
@@ -38,56 +38,11 @@ from workers.errors import (
 )
 from workers.jobs import JobSpec, ProviderStatus
 from workers.providers.base import PollResult, ProviderTask
-from workers.providers.http import (
-    HttpFailure,
-    json_object,
-    raise_for_status,
-    redact,
-    transport_errors,
-)
-from workers.providers.images import check_images
-from workers.providers.openai import check_seconds_and_size, under_base_url
+from workers.providers.gateway_spec import request_body, validate
+from workers.providers.http import HttpFailure, JsonApi, redact, under_base_url
 
 logger = logging.getLogger("vidqueue.providers.gateway")
 
-
-def _fields(names: str) -> frozenset[str]:
-    return frozenset(names.split())
-
-
-# Model-name prefix → vendor family; a model matching none is passed through unchecked.
-FAMILIES: Final = (
-    ("kling", "kling"),
-    ("jimeng", "jimeng"),
-    ("vidu", "vidu"),
-    ("doubao", "doubao"),
-    ("seedance", "doubao"),
-    ("sora", "sora"),
-)
-# The vendor-native fields each family reads from `metadata` (WIRE-FORMATS.md §3). Kling's
-# `mode` is a top-level field too, but its adaptor lets metadata override it.
-METADATA_KEYS: Final[dict[str, frozenset[str]]] = {
-    "kling": _fields(
-        "negative_prompt cfg_scale aspect_ratio camera_control image_tail static_mask "
-        "dynamic_masks callback_url mode"
-    ),
-    "jimeng": _fields("req_key seed aspect_ratio frames image_urls"),
-    "vidu": _fields("seed resolution movement_amplitude bgm payload callback_url"),
-    "doubao": _fields(
-        "resolution ratio frames seed camera_fixed watermark generate_audio return_last_frame "
-        "service_tier execution_expires_after callback_url content"
-    ),
-    "sora": frozenset(),
-}
-# Spec fields that become a metadata key, and the families that read it.
-SPEC_METADATA: Final = {
-    "negative_prompt": ("negative_prompt", ("kling",)),
-    "seed": ("seed", ("jimeng", "vidu", "doubao")),
-    "with_audio": ("generate_audio", ("doubao",)),
-}
-KLING_DURATIONS: Final = (5, 10)
-# Kling maps these to an aspect ratio; anything else silently becomes 1:1.
-KLING_SIZES: Final = ("1280x720", "1920x1080", "720x1280", "1080x1920", "1024x1024")
 # The message new-api puts on a 429 once every channel of the group is busy.
 SATURATED: Final = ("负载已饱和", "saturated")
 
@@ -115,85 +70,6 @@ _PERMANENT_CODES: Final = {
     "access_denied": PERMISSION_DENIED,
     "not_implemented": INVALID_REQUEST,  # HTTP 501: the channel cannot do this at all
 }
-
-
-def family(model: str) -> str:
-    """The vendor family of a gateway model name, or "" when it is not one vidqueue knows."""
-    lowered = model.lower()
-    return next((name for prefix, name in FAMILIES if lowered.startswith(prefix)), "")
-
-
-def validate(spec: JobSpec) -> None:
-    """Raise ``InvalidSpec`` naming the field when the gateway's model cannot take ``spec``."""
-    fam = family(spec.model)
-    if not (spec.prompt and spec.prompt.strip()):
-        raise InvalidSpec("prompt", "the gateway needs a prompt, also for image-to-video")
-    for name in ("fps", "quality"):
-        if getattr(spec, name) is not None:
-            raise InvalidSpec(name, "the gateway takes no such field; use the vendor's in options")
-    for name, (_, families) in SPEC_METADATA.items():
-        if getattr(spec, name) is not None and fam not in families:
-            raise InvalidSpec(name, f"only {', '.join(families)} models take it")
-    _check_options(spec, fam)
-    check_images(spec.images)
-    if fam == "sora":
-        check_seconds_and_size(spec)
-        if len(spec.images) > 1:
-            raise InvalidSpec("image", "sora takes one reference image")
-    if fam == "kling":
-        if spec.duration is not None and spec.duration not in KLING_DURATIONS:
-            raise InvalidSpec("duration", "kling takes 5 or 10 seconds")
-        if spec.size is not None and spec.size not in KLING_SIZES:
-            raise InvalidSpec("size", f"kling takes one of {', '.join(KLING_SIZES)}")
-
-
-def _check_options(spec: JobSpec, fam: str) -> None:
-    allowed = METADATA_KEYS.get(fam)
-    from_spec = {key for name, (key, _) in SPEC_METADATA.items() if getattr(spec, name) is not None}
-    if fam == "kling" and len(spec.images) == 2:
-        from_spec.add("image_tail")
-    for key in spec.options:
-        where = f"options.{key}"
-        if key == "model":
-            raise InvalidSpec(where, "the gateway drops it; set the job's model instead")
-        if key == "external_task_id" and fam == "kling":
-            raise InvalidSpec(where, "vidqueue sends the job id as kling's external_task_id")
-        if key in from_spec:
-            raise InvalidSpec(where, "the job spec already sets it; set it in one place")
-        if allowed is not None and key not in allowed:
-            known = ", ".join(sorted(allowed)) or "none"
-            raise InvalidSpec(where, f"{fam} models take only metadata {known}")
-
-
-def request_body(job_id: str, spec: JobSpec) -> dict[str, Any]:
-    """The submit body: the generic fields, and everything vendor-specific in ``metadata``."""
-    fam = family(spec.model)
-    body: dict[str, Any] = {"model": spec.model, "prompt": spec.prompt}
-    metadata: dict[str, Any] = dict(spec.options)
-    images = spec.images
-    if fam == "sora" and images:
-        body["input_reference"] = images[0]
-    elif len(images) == 1:
-        body["image"] = images[0]
-    elif fam == "kling" and len(images) == 2:
-        body["image"], metadata["image_tail"] = images
-    elif images:
-        body["images"] = images
-    if spec.size is not None:
-        body["size"] = spec.size
-    if spec.duration is not None:
-        if fam == "sora":
-            body["seconds"] = str(spec.duration)
-        else:
-            body["duration"] = spec.duration
-    for name, (key, _) in SPEC_METADATA.items():
-        if getattr(spec, name) is not None:
-            metadata[key] = getattr(spec, name)
-    if fam == "kling":
-        metadata["external_task_id"] = job_id
-    if metadata:
-        body["metadata"] = metadata
-    return body
 
 
 def classify(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
@@ -246,41 +122,39 @@ class GatewayProvider:
 
     def __init__(self, config: ProviderConfig, client: httpx.Client) -> None:
         self.config = config
-        self._client = client
-        self._timeout = httpx.Timeout(config.request_timeout_s)
+        self._api = JsonApi(config.name, client, httpx.Timeout(config.request_timeout_s))
 
     def validate(self, spec: JobSpec) -> None:
         validate(spec)
 
     def submit(self, job_id: str, spec: JobSpec, key: ApiKey) -> ProviderTask:
         validate(spec)
-        name = self.config.name
-        with transport_errors(name, submitting=True):
-            response = self._client.post(
-                f"{self.config.base_url}/v1/video/generations",
-                json=request_body(job_id, spec),
-                headers=self._headers(key),
-                timeout=self._timeout,
-            )
-        business = partial(classify, submitting=True)
-        raise_for_status(response, name, business=business, secret=key.secret)
-        payload = task_dto(json_object(response, name, submitting=True))
+        _, answer = self._api.call(
+            "POST",
+            f"{self.config.base_url}/v1/video/generations",
+            headers=self._headers(key),
+            json=request_body(job_id, spec),
+            secret=key.secret,
+            submitting=True,
+            business=partial(classify, submitting=True),
+        )
+        payload = task_dto(answer)
         task_id = payload.get("task_id") or payload.get("id")
         if not isinstance(task_id, str) or not task_id:
-            raise SubmitOutcomeUnknown(f"{name}: submit answered HTTP 200 without a task id")
+            raise SubmitOutcomeUnknown(
+                f"{self.config.name}: submit answered HTTP 200 without a task id"
+            )
         return ProviderTask(id=task_id)
 
     def poll(self, task: ProviderTask, key: ApiKey) -> PollResult:
-        name = self.config.name
-        with transport_errors(name, submitting=False):
-            response = self._client.get(
-                f"{self.config.base_url}/v1/video/generations/{quote(task.id, safe='')}",
-                headers=self._headers(key),
-                timeout=self._timeout,
-            )
-        business = partial(classify, submitting=False)
-        raise_for_status(response, name, business=business, secret=key.secret)
-        payload = json_object(response, name, submitting=False)
+        response, payload = self._api.call(
+            "GET",
+            f"{self.config.base_url}/v1/video/generations/{quote(task.id, safe='')}",
+            headers=self._headers(key),
+            secret=key.secret,
+            submitting=False,
+            business=partial(classify, submitting=False),
+        )
         envelope_code = payload.get("code")
         if isinstance(envelope_code, str) and envelope_code not in ("success", ""):
             raise self._envelope_error(response, payload, key)

@@ -12,7 +12,8 @@ Two questions decide what a failed call means:
   leaves alone gets the generic status-code classification below.
 
 Messages carry the provider's name, its code and its message, never the API key: callers pass the
-secret in so it can be redacted should a provider echo it back.
+secret in so it can be redacted should a provider echo it back. Adapters send through ``JsonApi``,
+which applies all of this to every call; ``under_base_url`` keeps a key on its provider's host.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
@@ -53,6 +55,7 @@ NOT_SENT: Final = (
 # Long enough to say what went wrong, short enough for a job record (HTML error pages are long).
 MAX_MESSAGE_CHARS: Final = 300
 REDACTED: Final = "[redacted]"
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,43 @@ def json_object(response: httpx.Response, provider: str, *, submitting: bool) ->
     raise RetryableError(message, code=PROVIDER_PROTOCOL)
 
 
+@dataclass(frozen=True)
+class JsonApi:
+    """One provider's calls through the process's shared client, every failure translated here.
+
+    An adapter builds one from its config; what differs per call (auth headers, the secret to
+    redact, the business-code hook) is passed per call.
+    """
+
+    provider: str
+    client: httpx.Client
+    timeout: httpx.Timeout
+
+    def send(self, method: str, url: str, *, submitting: bool, **request: Any) -> httpx.Response:
+        """The answer, whatever its status: only transport errors are raised (translated)."""
+        with transport_errors(self.provider, submitting=submitting):
+            return self.client.request(method, url, timeout=self.timeout, **request)
+
+    def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        secret: str,
+        submitting: bool,
+        business: BusinessCodes | None = None,
+        **request: Any,
+    ) -> tuple[httpx.Response, dict[str, Any]]:
+        """A 2xx answer and its JSON object body; any other answer raised, classified.
+
+        ``request`` goes to httpx as it is (``headers=``, ``json=``, ``data=``/``files=``,
+        ``params=``); ``secret`` is redacted from error messages.
+        """
+        response = self.send(method, url, submitting=submitting, **request)
+        raise_for_status(response, self.provider, business=business, secret=secret)
+        return response, json_object(response, self.provider, submitting=submitting)
+
+
 def retry_after_s(headers: httpx.Headers, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After``; None when neither is usable."""
     millis = _non_negative_number(headers.get("retry-after-ms"))
@@ -189,6 +229,29 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 def redact(text: str, secret: str) -> str:
     return text.replace(secret, REDACTED) if secret else text
+
+
+def under_base_url(url: str, base_url: str) -> bool:
+    """True only for a URL on the same scheme, host and port as ``base_url``, below its path:
+    where a provider's own key may be sent along with a download.
+
+    A prefix test on the string would pass ``https://api.openai.com.evil.com/…`` or
+    ``https://api.openai.com@evil.com/…``; the key must never reach another host.
+    """
+    try:
+        target, base = urlsplit(url), urlsplit(base_url)
+        same_origin = target.hostname is not None and _origin(target) == _origin(base)
+    except ValueError:  # a port that is not a number
+        return False
+    if not same_origin:
+        return False
+    prefix = base.path.rstrip("/")
+    return target.path == prefix or target.path.startswith(prefix + "/")
+
+
+def _origin(parts: SplitResult) -> tuple[str, str | None, int | None]:
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(scheme)
 
 
 def _non_negative_number(value: str | None) -> float | None:

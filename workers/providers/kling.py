@@ -9,7 +9,8 @@ The job id always goes out as ``external_task_id``. Whether Kling refuses a repe
 unconfirmed, so a submit whose outcome is unknown is never re-sent (``idempotent_submit`` is
 False); ``reconcile`` looks the task up by that id instead. Provider fields come from
 ``spec.options`` under their wire names; ``spec.callback_url`` is vidqueue's own webhook and is
-never handed to Kling.
+never handed to Kling. What a spec may hold, and the submit built from it:
+``workers.providers.kling_spec``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from workers.errors import (
     PROVIDER_UNAVAILABLE,
     RATE_LIMITED,
     ConfigError,
-    InvalidSpec,
     PermanentError,
     RetryableError,
     SubmitOutcomeUnknown,
@@ -49,51 +49,22 @@ from workers.providers.base import PollResult, ProviderTask
 from workers.providers.http import (
     BusinessCodes,
     HttpFailure,
+    JsonApi,
     classify,
-    json_object,
-    raise_for_status,
     redact,
     retry_after_s,
-    transport_errors,
 )
-from workers.providers.images import check_images
 from workers.providers.jwt import Minted, TokenCache, sign_hs256
+from workers.providers.kling_spec import FAMILIES, family_of, request_body, validate
 
 logger = logging.getLogger("vidqueue.providers.kling")
 
-FAMILIES: Final = ("text2video", "image2video")
-_T2V: Final = (
-    "kling-v1",
-    "kling-v1-6",
-    "kling-v2-master",
-    "kling-v2-1-master",
-    "kling-v2-5-turbo",
-    "kling-v2-6",
-)
-MODELS: Final = {"text2video": _T2V, "image2video": (*_T2V, "kling-v1-5", "kling-v2-1")}
-SOUND_MODELS: Final = ("kling-v2-6",)  # `sound` is for v2.6 and later
-MAX_PROMPT_CHARS: Final = 2500
-DURATIONS: Final = (5, 10)
-CAMERA_TYPES: Final = (
-    "simple",
-    "down_back",
-    "forward_up",
-    "right_turn_forward",
-    "left_turn_forward",
-)
-CAMERA_AXES: Final = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
 TOKEN_LIFETIME_S: Final = 1800
 TOKEN_NOT_BEFORE_S: Final = 5  # nbf in the past absorbs a little clock skew
 TOKEN_REFRESH_S: Final = 300  # mint a new token this long before the old one expires
 # Kling asks for backoff from 1 s or more when a resource pack's concurrency is used up.
 CONCURRENCY_RETRY_S: Final = (1.0, 3.0)
 RECONCILE_PAGE_SIZE: Final = 500  # the largest page the list endpoint serves
-_REFUSED: Final = {
-    "size": "kling takes options.aspect_ratio (16:9 | 9:16 | 1:1) instead",
-    "fps": "kling takes no fps",
-    "quality": "kling takes options.mode (std | pro) instead",
-    "seed": "kling takes no seed",
-}
 _STATUSES: Final = {
     "submitted": ProviderStatus.QUEUED,
     "processing": ProviderStatus.RUNNING,
@@ -111,128 +82,9 @@ _PERMANENT_CODES: Final = {
 }
 
 
-def _number_within(value: object, low: float, high: float) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
-
-
-def _is_watermark_info(value: object) -> bool:
-    return (
-        isinstance(value, dict) and set(value) == {"enabled"} and isinstance(value["enabled"], bool)
-    )
-
-
-# `options` keys, under their wire names, with what each accepts (camera_control has its own
-# check; these predicates are only consulted for the others).
-OPTIONS: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
-    "mode": (lambda value: value in ("std", "pro"), "std or pro"),
-    "aspect_ratio": (lambda value: value in ("16:9", "9:16", "1:1"), "16:9, 9:16 or 1:1"),
-    "cfg_scale": (lambda value: _number_within(value, 0, 1), "a number from 0 to 1"),
-    "camera_control": (lambda value: True, "checked on its own"),
-    "watermark_info": (_is_watermark_info, '{"enabled": true|false}'),
-    "callback_url": (
-        lambda value: isinstance(value, str) and value.startswith(("http://", "https://")),
-        "an http(s) URL",
-    ),
-}
-
-
 class KeyFormatError(ConfigError, PermanentError):
     """A Kling key variable without ``ACCESS_KEY:SECRET_KEY``: the configuration is wrong, and
     the job that found out fails at once instead of being retried."""
-
-
-def family_of(spec: JobSpec) -> str:
-    return "image2video" if spec.images else "text2video"
-
-
-def validate(spec: JobSpec) -> None:
-    """Raise ``InvalidSpec`` naming the field when Kling cannot take ``spec``."""
-    family = family_of(spec)
-    if spec.model not in MODELS[family]:
-        hint = " (it needs an image)" if spec.model in MODELS["image2video"] else ""
-        raise InvalidSpec("model", f"{family} has no model {spec.model!r}{hint}")
-    for name, why in _REFUSED.items():
-        if getattr(spec, name) is not None:
-            raise InvalidSpec(name, why)
-    for name in ("prompt", "negative_prompt"):
-        text = getattr(spec, name)
-        if text is not None and len(text) > MAX_PROMPT_CHARS:
-            raise InvalidSpec(name, f"at most {MAX_PROMPT_CHARS} characters for kling")
-    if spec.duration is not None and spec.duration not in DURATIONS:
-        raise InvalidSpec("duration", "must be 5 or 10 seconds for kling")
-    if spec.with_audio and spec.model not in SOUND_MODELS:
-        raise InvalidSpec("with_audio", f"only {', '.join(SOUND_MODELS)} generates sound")
-    check_images(spec.images)
-    for key, value in spec.options.items():
-        _check_option(spec, family, key, value)
-    if len(spec.images) == 2 and "camera_control" in spec.options:
-        raise InvalidSpec("options.camera_control", "cannot be combined with a last frame image")
-
-
-def _check_option(spec: JobSpec, family: str, key: str, value: object) -> None:
-    field = f"options.{key}"
-    if key == "external_task_id":
-        raise InvalidSpec(field, "vidqueue always sends the job id as external_task_id")
-    if key not in OPTIONS:
-        raise InvalidSpec(field, f"kling takes only options {', '.join(OPTIONS)}")
-    if key == "aspect_ratio" and family != "text2video":
-        raise InvalidSpec(field, "text-to-video only; image-to-video follows the image")
-    if key == "cfg_scale" and spec.model.startswith("kling-v2"):
-        raise InvalidSpec(field, "kling-v2.x models take no cfg_scale")
-    if key == "camera_control":
-        _check_camera(value)
-        return
-    accepts, expected = OPTIONS[key]
-    if not accepts(value):
-        raise InvalidSpec(field, f"must be {expected}, got {value!r}")
-
-
-def _check_camera(value: object) -> None:
-    field = "options.camera_control"
-    if not isinstance(value, dict) or not set(value) <= {"type", "config"}:
-        raise InvalidSpec(field, 'must be {"type": …, "config": {…}}')
-    kind, config = value.get("type"), value.get("config")
-    if kind not in CAMERA_TYPES:
-        raise InvalidSpec(f"{field}.type", f"must be one of {', '.join(CAMERA_TYPES)}")
-    if kind != "simple":
-        if config is not None:
-            raise InvalidSpec(f"{field}.config", f"type {kind} takes no config")
-        return
-    if not isinstance(config, dict):
-        raise InvalidSpec(f"{field}.config", "type simple needs a config")
-    for axis, amount in config.items():
-        if axis not in CAMERA_AXES:
-            raise InvalidSpec(f"{field}.config.{axis}", f"axes are {', '.join(CAMERA_AXES)}")
-        if not _number_within(amount, -10, 10):
-            raise InvalidSpec(f"{field}.config.{axis}", "must be a number from -10 to 10")
-    if sum(1 for amount in config.values() if amount != 0) != 1:
-        raise InvalidSpec(f"{field}.config", "type simple moves along exactly one non-zero axis")
-
-
-def request_body(job_id: str, spec: JobSpec) -> dict[str, Any]:
-    """The submit body; fields the spec leaves unset are left out (Kling's defaults apply)."""
-    images = [_raw_base64(image) for image in spec.images]
-    sound = None
-    if spec.with_audio is not None and spec.model in SOUND_MODELS:
-        sound = "on" if spec.with_audio else "off"
-    fields: dict[str, Any] = {
-        "model_name": spec.model,
-        "prompt": spec.prompt if spec.prompt and spec.prompt.strip() else None,
-        "negative_prompt": spec.negative_prompt,
-        "duration": str(spec.duration) if spec.duration is not None else None,
-        "sound": sound,
-        "image": images[0] if images else None,
-        "image_tail": images[1] if len(images) == 2 else None,
-    }
-    body = {name: value for name, value in fields.items() if value is not None}
-    body.update(spec.options)
-    body["external_task_id"] = job_id
-    return body
-
-
-def _raw_base64(image: str) -> str:
-    """Kling takes a URL or bare base64: a data URI loses its ``data:…;base64,`` prefix."""
-    return image.split(",", 1)[1] if image[:5].lower() == "data:" else image
 
 
 def business_codes(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
@@ -279,9 +131,7 @@ class KlingProvider:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self._client = client
-        self._timeout = httpx.Timeout(config.request_timeout_s)
-        self._clock = clock
+        self._api = JsonApi(config.name, client, httpx.Timeout(config.request_timeout_s))
         self._tokens = TokenCache(refresh_s=TOKEN_REFRESH_S, clock=clock)
 
     def validate(self, spec: JobSpec) -> None:
@@ -290,14 +140,13 @@ class KlingProvider:
     def submit(self, job_id: str, spec: JobSpec, key: ApiKey) -> ProviderTask:
         validate(spec)
         family = family_of(spec)
-        with transport_errors(self.config.name, submitting=True):
-            response = self._client.post(
-                f"{self.config.base_url}/v1/videos/{family}",
-                json=request_body(job_id, spec),
-                headers=self._headers(key),
-                timeout=self._timeout,
-            )
-        data = self._data(response, key, submitting=True)
+        data = self._call(
+            "POST",
+            f"{self.config.base_url}/v1/videos/{family}",
+            key,
+            submitting=True,
+            json=request_body(job_id, spec),
+        )
         task_id = data.get("task_id") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise SubmitOutcomeUnknown(f"{self.config.name}: submit answered without a task_id")
@@ -310,13 +159,12 @@ class KlingProvider:
                 f"{self.config.name}: task {task.id} has no family recorded (got {family!r})",
                 code=PROVIDER_PROTOCOL,
             )
-        with transport_errors(self.config.name, submitting=False):
-            response = self._client.get(
-                f"{self.config.base_url}/v1/videos/{family}/{quote(task.id, safe='')}",
-                headers=self._headers(key),
-                timeout=self._timeout,
-            )
-        data = self._data(response, key, submitting=False)
+        data = self._call(
+            "GET",
+            f"{self.config.base_url}/v1/videos/{family}/{quote(task.id, safe='')}",
+            key,
+            submitting=False,
+        )
         if not isinstance(data, dict):
             raise RetryableError(
                 f"{self.config.name}: poll answer has no data", code=PROVIDER_PROTOCOL
@@ -337,18 +185,13 @@ class KlingProvider:
         task, submitted moments ago, is then among the 500 newest).
         """
         for family in FAMILIES:
-            with transport_errors(self.config.name, submitting=False):
-                response = self._client.get(
-                    f"{self.config.base_url}/v1/videos/{family}",
-                    params={
-                        "external_task_id": job_id,
-                        "pageNum": 1,
-                        "pageSize": RECONCILE_PAGE_SIZE,
-                    },
-                    headers=self._headers(key),
-                    timeout=self._timeout,
-                )
-            data = self._data(response, key, submitting=False)
+            data = self._call(
+                "GET",
+                f"{self.config.base_url}/v1/videos/{family}",
+                key,
+                submitting=False,
+                params={"external_task_id": job_id, "pageNum": 1, "pageSize": RECONCILE_PAGE_SIZE},
+            )
             for item in data if isinstance(data, list) else [data]:
                 task_id = _task_id_for(item, job_id)
                 if task_id is not None:
@@ -378,17 +221,27 @@ class KlingProvider:
 
         return self._tokens.get(key.secret, mint)
 
-    def _data(self, response: httpx.Response, key: ApiKey, *, submitting: bool) -> object:
-        """The ``data`` of a ``{code, message, request_id, data}`` answer; any error raised."""
-        name, secret = self.config.name, split_key(key)[1]
+    def _call(
+        self, method: str, url: str, key: ApiKey, *, submitting: bool, **request: Any
+    ) -> object:
+        """The ``data`` of a ``{code, message, request_id, data}`` answer. Any error is raised,
+        also one a 200 carries as a non-zero ``code``."""
+        secret = split_key(key)[1]
         business: BusinessCodes = partial(business_codes, submitting=submitting)
-        raise_for_status(response, name, business=business, secret=secret)
-        payload = json_object(response, name, submitting=submitting)
+        response, payload = self._api.call(
+            method,
+            url,
+            headers=self._headers(key),
+            secret=secret,
+            submitting=submitting,
+            business=business,
+            **request,
+        )
         code = payload.get("code", 0)
         if code not in (0, "0"):
             message = payload.get("message")
             failure = HttpFailure(
-                provider=name,
+                provider=self.config.name,
                 status=response.status_code,
                 code=str(code),
                 message=redact(message if isinstance(message, str) else "error", secret),

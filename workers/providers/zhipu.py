@@ -2,7 +2,8 @@
 
 Wire format: WIRE-FORMATS.md §1 and the official CogVideoX API reference. The job id goes out
 as ``request_id``; Zhipu refuses a repeated one with business code 1231, so re-sending a submit
-whose outcome is unknown can never start a second paid generation (``idempotent_submit``).
+whose outcome is unknown can never start a second paid generation (``idempotent_submit``). What
+a spec may hold, and the submit built from it: ``workers.providers.zhipu_spec``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 from urllib.parse import quote
@@ -32,7 +32,6 @@ from workers.errors import (
     QUOTA_EXCEEDED,
     RATE_LIMITED,
     DuplicateSubmission,
-    InvalidSpec,
     PermanentError,
     RetryableError,
     SubmitOutcomeUnknown,
@@ -40,41 +39,12 @@ from workers.errors import (
 )
 from workers.jobs import JobSpec, ProviderStatus
 from workers.providers.base import PollResult, ProviderTask
-from workers.providers.http import (
-    HttpFailure,
-    json_object,
-    raise_for_status,
-    redact,
-    transport_errors,
-)
-from workers.providers.images import check_images
+from workers.providers.http import HttpFailure, JsonApi, redact
 from workers.providers.jwt import Minted, TokenCache, sign_hs256
+from workers.providers.zhipu_spec import request_body, validate
 
 logger = logging.getLogger("vidqueue.providers.zhipu")
 
-COGVIDEOX: Final = ("cogvideox-flash", "cogvideox-2", "cogvideox-3")
-# Vidu models Zhipu hosts, with how many images each takes (min, max): their rules stay light.
-VIDU_IMAGES: Final = {
-    "viduq1-text": (0, 0),
-    "viduq1-image": (1, 1),
-    "viduq1-start-end": (2, 2),
-    "vidu2-image": (1, 1),
-    "vidu2-start-end": (2, 2),
-    "vidu2-reference": (1, 2),
-}
-MODELS: Final = COGVIDEOX + tuple(VIDU_IMAGES)
-_SHARED_SIZES: Final = ("1024x1024", "1920x1080", "1080x1920", "2048x1080", "3840x2160")
-SIZES: Final = {
-    "cogvideox-3": ("1280x720", "720x1280", *_SHARED_SIZES),
-    # From the official CogVideoX reference, the only source for cogvideox-2's list.
-    "cogvideox-2": ("720x480", "1280x960", "960x1280", *_SHARED_SIZES),
-}
-QUALITIES: Final = ("speed", "quality")
-FPS: Final = (30, 60)
-DURATIONS: Final = (5, 10)
-# The Z.ai OpenAPI caps the prompt at 512 characters; the vendor docs say 512 *tokens*, which
-# usually allows more characters. Which one is current is unconfirmed, so the stricter one holds.
-MAX_PROMPT_CHARS: Final = 512
 # Zhipu's own key form, ``<id>.<secret>``: with ``auth = "jwt"`` it signs a JWT (legacy mode).
 LEGACY_KEY: Final = re.compile(r"^([0-9A-Za-z]+)\.([0-9A-Za-z]+)$")
 TOKEN_LIFETIME_S: Final = 210  # what the SDK gives its tokens
@@ -82,32 +52,6 @@ TOKEN_REFRESH_S: Final = 30
 # 1304 = the account's daily call limit: asking again within minutes only burns retries.
 DAILY_LIMIT_RETRY_S: Final = 600.0
 
-
-@dataclass(frozen=True)
-class _Option:
-    accepts: Callable[[object], bool]
-    expected: str
-
-
-def _one_of(*values: str) -> _Option:
-    return _Option(lambda value: value in values, " | ".join(values))
-
-
-_BOOL: Final = _Option(lambda value: isinstance(value, bool), "true or false")
-# `options` keys passed into the body as they are: those every model takes, then Vidu's own.
-OPTIONS: Final = {
-    "user_id": _Option(
-        lambda value: isinstance(value, str) and 6 <= len(value) <= 128,
-        "a string of 6-128 characters",
-    ),
-    "watermark_enabled": _BOOL,
-    "off_peak": _BOOL,
-}
-VIDU_OPTIONS: Final = {
-    "style": _one_of("general", "anime"),
-    "aspect_ratio": _one_of("16:9", "9:16", "1:1"),
-    "movement_amplitude": _one_of("auto", "small", "medium", "large"),
-}
 
 _STATUSES: Final = {
     "SUBMITTED": ProviderStatus.QUEUED,  # seen only in an SDK example
@@ -133,79 +77,6 @@ _PERMANENT_CODE_RANGES: Final = (
     (1210, 1215, INVALID_REQUEST),
 )
 _PERMANENT_STATUSES: Final = {434: PERMISSION_DENIED, 435: INVALID_REQUEST}
-
-
-def validate(spec: JobSpec) -> None:
-    """Raise ``InvalidSpec`` naming the field when Zhipu's ``spec.model`` cannot take ``spec``."""
-    if spec.model not in MODELS:
-        raise InvalidSpec("model", f"unknown model {spec.model!r}; zhipu has {', '.join(MODELS)}")
-    for name in ("seed", "negative_prompt"):
-        if getattr(spec, name) is not None:
-            raise InvalidSpec(name, "zhipu does not take it")
-    if spec.prompt is not None and len(spec.prompt) > MAX_PROMPT_CHARS:
-        raise InvalidSpec("prompt", f"at most {MAX_PROMPT_CHARS} characters for zhipu")
-    _check_options(spec)
-    check_images(spec.images)
-    if spec.model in VIDU_IMAGES:
-        _check_vidu(spec)
-    else:
-        _check_cogvideox(spec)
-
-
-def _check_options(spec: JobSpec) -> None:
-    allowed = OPTIONS | VIDU_OPTIONS if spec.model in VIDU_IMAGES else OPTIONS
-    for key, value in spec.options.items():
-        option = allowed.get(key)
-        if option is None:
-            raise InvalidSpec(
-                f"options.{key}", f"{spec.model} takes only options {', '.join(allowed)}"
-            )
-        if not option.accepts(value):
-            raise InvalidSpec(f"options.{key}", f"must be {option.expected}, got {value!r}")
-
-
-def _check_cogvideox(spec: JobSpec) -> None:
-    if spec.model == "cogvideox-flash":
-        for name in ("quality", "size", "fps"):
-            if getattr(spec, name) is not None:
-                raise InvalidSpec(name, "cogvideox-flash does not take it")
-    if spec.quality is not None and spec.quality not in QUALITIES:
-        raise InvalidSpec("quality", f"must be one of {', '.join(QUALITIES)}")
-    if spec.fps is not None and spec.fps not in FPS:
-        raise InvalidSpec("fps", "must be 30 or 60")
-    if spec.duration is not None and spec.duration not in DURATIONS:
-        raise InvalidSpec("duration", "must be 5 or 10 seconds")
-    sizes = SIZES.get(spec.model, ())
-    if spec.size is not None and spec.size not in sizes:
-        raise InvalidSpec("size", f"{spec.model} takes one of {', '.join(sizes)}")
-    if len(spec.images) == 2 and spec.quality not in (None, "speed"):
-        raise InvalidSpec("image", 'first and last frame (two images) need quality "speed"')
-
-
-def _check_vidu(spec: JobSpec) -> None:
-    low, high = VIDU_IMAGES[spec.model]
-    if not low <= len(spec.images) <= high:
-        wanted = str(low) if low == high else f"{low} to {high}"
-        raise InvalidSpec("image", f"{spec.model} takes {wanted} image(s)")
-
-
-def request_body(job_id: str, spec: JobSpec) -> dict[str, Any]:
-    """The submit body; fields the spec leaves unset are left out (Zhipu's defaults apply)."""
-    images = spec.images
-    fields: dict[str, Any] = {
-        "model": spec.model,
-        "prompt": spec.prompt,
-        "image_url": images[0] if len(images) == 1 else images or None,
-        "quality": spec.quality,
-        "with_audio": spec.with_audio,
-        "size": spec.size,
-        "fps": spec.fps,
-        "duration": spec.duration,
-    }
-    body = {name: value for name, value in fields.items() if value is not None}
-    body.update(spec.options)
-    body["request_id"] = job_id
-    return body
 
 
 def classify(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
@@ -244,8 +115,7 @@ class ZhipuProvider:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self._client = client
-        self._timeout = httpx.Timeout(config.request_timeout_s)
+        self._api = JsonApi(config.name, client, httpx.Timeout(config.request_timeout_s))
         self._tokens = TokenCache(refresh_s=TOKEN_REFRESH_S, clock=clock)
 
     def validate(self, spec: JobSpec) -> None:
@@ -253,36 +123,34 @@ class ZhipuProvider:
 
     def submit(self, job_id: str, spec: JobSpec, key: ApiKey) -> ProviderTask:
         validate(spec)
-        name = self.config.name
-        with transport_errors(name, submitting=True):
-            response = self._client.post(
-                f"{self.config.base_url}/videos/generations",
-                json=request_body(job_id, spec),
-                headers=self._headers(key),
-                timeout=self._timeout,
-            )
-        business = partial(classify, submitting=True)
-        raise_for_status(response, name, business=business, secret=key.secret)
-        payload = json_object(response, name, submitting=True)
+        _, payload = self._api.call(
+            "POST",
+            f"{self.config.base_url}/videos/generations",
+            headers=self._headers(key),
+            json=request_body(job_id, spec),
+            secret=key.secret,
+            submitting=True,
+            business=partial(classify, submitting=True),
+        )
         task_id = payload.get("id")
         if isinstance(task_id, int) and not isinstance(task_id, bool):
             task_id = str(task_id)
         if not isinstance(task_id, str) or not task_id:
             # A 200 was sent for this request: the task may well exist, only its id is missing.
-            raise SubmitOutcomeUnknown(f"{name}: submit answered HTTP 200 without a task id")
+            raise SubmitOutcomeUnknown(
+                f"{self.config.name}: submit answered HTTP 200 without a task id"
+            )
         return ProviderTask(id=task_id)
 
     def poll(self, task: ProviderTask, key: ApiKey) -> PollResult:
-        name = self.config.name
-        with transport_errors(name, submitting=False):
-            response = self._client.get(
-                f"{self.config.base_url}/async-result/{quote(task.id, safe='')}",
-                headers=self._headers(key),
-                timeout=self._timeout,
-            )
-        business = partial(classify, submitting=False)
-        raise_for_status(response, name, business=business, secret=key.secret)
-        payload = json_object(response, name, submitting=False)
+        _, payload = self._api.call(
+            "GET",
+            f"{self.config.base_url}/async-result/{quote(task.id, safe='')}",
+            headers=self._headers(key),
+            secret=key.secret,
+            submitting=False,
+            business=partial(classify, submitting=False),
+        )
         return self._poll_result(task, payload, key)
 
     def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
