@@ -36,7 +36,7 @@ from workers.errors import (
 )
 from workers.jobs import JobSpec, ProviderStatus
 from workers.providers.ark_spec import request_body, validate
-from workers.providers.base import PollResult, ProviderTask
+from workers.providers.base import PollResult, ProviderTask, with_finish_time
 from workers.providers.http import (
     HttpFailure,
     JsonApi,
@@ -124,7 +124,7 @@ class ArkProvider:
             submitting=False,
             business=classify,
         )
-        return self._poll_result(task, payload, key)
+        return with_finish_time(self._poll_result(task, payload, key), payload.get("updated_at"))
 
     def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
         """DELETE the task; True only once a fresh GET shows it cancelled (or gone).

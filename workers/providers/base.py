@@ -6,8 +6,8 @@ translated to vidqueue's error tree in one place (``workers.providers.http``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from config.providers import ApiKey, ProviderConfig
 from workers.jobs import JobSpec, ProviderStatus
@@ -34,6 +34,19 @@ class PollResult:
     raw_status: str = ""
     # When the provider says the task finished (unix seconds), where its format tells.
     finished_at: float | None = None
+
+
+TERMINAL_STATUSES = (ProviderStatus.SUCCEEDED, ProviderStatus.FAILED, ProviderStatus.CANCELLED)
+
+
+def with_finish_time(result: PollResult, stamp: Any, *, millis: bool = False) -> PollResult:
+    """``result`` with the provider's own finish timestamp (unix s or ms), when it is terminal
+    and the timestamp is a plausible number: it measures vidqueue's detection lag."""
+    if result.status not in TERMINAL_STATUSES or isinstance(stamp, bool):
+        return result
+    if not isinstance(stamp, int | float) or stamp <= 0:
+        return result
+    return replace(result, finished_at=stamp / 1000 if millis else float(stamp))
 
 
 class VideoProvider(Protocol):

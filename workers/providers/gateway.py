@@ -37,7 +37,7 @@ from workers.errors import (
     VidqueueError,
 )
 from workers.jobs import JobSpec, ProviderStatus
-from workers.providers.base import PollResult, ProviderTask
+from workers.providers.base import PollResult, ProviderTask, with_finish_time
 from workers.providers.gateway_spec import request_body, validate
 from workers.providers.http import HttpFailure, JsonApi, redact, under_base_url
 
@@ -158,7 +158,8 @@ class GatewayProvider:
         envelope_code = payload.get("code")
         if isinstance(envelope_code, str) and envelope_code not in ("success", ""):
             raise self._envelope_error(response, payload, key)
-        return self._poll_result(task, task_dto(payload), key)
+        dto = task_dto(payload)
+        return with_finish_time(self._poll_result(task, dto, key), dto.get("finish_time"))
 
     def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
         """The gateway has no cancel route: the task runs to its end and keeps its slot."""

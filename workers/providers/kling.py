@@ -45,7 +45,7 @@ from workers.errors import (
     VidqueueError,
 )
 from workers.jobs import JobSpec, ProviderStatus
-from workers.providers.base import PollResult, ProviderTask
+from workers.providers.base import PollResult, ProviderTask, with_finish_time
 from workers.providers.http import (
     BusinessCodes,
     HttpFailure,
@@ -169,7 +169,9 @@ class KlingProvider:
             raise RetryableError(
                 f"{self.config.name}: poll answer has no data", code=PROVIDER_PROTOCOL
             )
-        return self._poll_result(task, data, key)
+        return with_finish_time(
+            self._poll_result(task, data, key), data.get("updated_at"), millis=True
+        )
 
     def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
         """Kling has no cancel endpoint: the task runs to its end and keeps its slot."""

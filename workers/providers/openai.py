@@ -32,7 +32,7 @@ from workers.errors import (
     VidqueueError,
 )
 from workers.jobs import JobSpec, ProviderStatus
-from workers.providers.base import PollResult, ProviderTask
+from workers.providers.base import PollResult, ProviderTask, with_finish_time
 from workers.providers.http import HttpFailure, JsonApi, redact
 from workers.providers.http import under_base_url as under_base_url
 from workers.providers.openai_spec import request_content, validate
@@ -123,7 +123,8 @@ class OpenAIProvider:
             submitting=False,
             business=partial(classify, submitting=False),
         )
-        return self._poll_result(task, payload, key, poll_after_s(response.headers))
+        result = self._poll_result(task, payload, key, poll_after_s(response.headers))
+        return with_finish_time(result, payload.get("completed_at"))
 
     def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
         """``DELETE /videos/{id}`` only deletes completed or failed videos: a running one cannot
