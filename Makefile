@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 PYPROJECT_HASH := $(shell $(PYTHON) -c "import hashlib; print(hashlib.sha256(open('pyproject.toml', 'rb').read()).hexdigest()[:16])")
 STAMP  := $(VENV)/.installed-$(PYPROJECT_HASH)
 
-.PHONY: venv install demo down test lint bench clean
+.PHONY: venv install demo down test lint bench chaos clean
 
 venv: $(STAMP)
 install: venv
@@ -38,6 +38,11 @@ lint: venv
 
 bench: venv
 	@if [ -f tests/bench.py ]; then $(BIN)/python -m tests.bench; else echo "no benchmarks yet"; fi
+
+# At least 500 jobs through worker SIGKILLs, a Redis restart and provider and S3 faults; prints
+# lost jobs, duplicate submissions, cap violations, sha mismatches and more (tests/chaos.py).
+chaos: venv
+	$(BIN)/python -m tests.chaos --jobs 500
 
 # Build and tool caches only: .venv and the local stack's data in .run are kept
 # (`make down` first, then `rm -rf .run` to drop the stack's data).

@@ -67,8 +67,12 @@ def make_app(settings: Settings) -> Celery:
         # also when the worker is idle but holds ETA messages.
         worker_soft_shutdown_timeout=20.0,
         worker_enable_soft_shutdown_on_idle=True,
-        # A lost broker connection re-delivers un-acked messages; stop working on them.
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A lost broker connection (a Redis restart) must not cut short a running step. Redis
+        # re-delivers its un-acked message only after the visibility timeout, and every step
+        # claims its job (a late duplicate does nothing), so finishing the step loses nothing;
+        # terminating it would hold a mirror for its claim lease (minutes) and turn a submit
+        # whose request was sent into submit_unknown. (Celery warns on each loss; it may.)
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # Flower needs task events.
         worker_send_task_events=True,
         task_send_sent_event=True,

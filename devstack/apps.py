@@ -1,4 +1,5 @@
-"""vidqueue's own services for the local stack: simulator, workers, beat, HTTP API, Flower.
+"""vidqueue's own services for the local stack: simulator, workers, beat, HTTP API, Flower, and
+the S3 fault proxy of the chaos tests.
 
 Each runs with this interpreter's environment (``sys.executable`` and the console scripts
 beside it), from the project root, bound to loopback on the ports the settings give.
@@ -7,7 +8,7 @@ beside it), from the project root, bound to loopback on the ports the settings g
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from devstack.env import StackContext, venv_tool
 from devstack.ports import LOOPBACK
@@ -121,3 +122,33 @@ def flower_spec(ctx: StackContext) -> ServiceSpec:
 def _client_host(bind_host: str) -> str:
     """Where to reach a server bound to ``bind_host`` from this machine."""
     return LOOPBACK if bind_host in ("0.0.0.0", "", "::") else bind_host
+
+
+def s3_proxy_spec(
+    ctx: StackContext, port: int, upstream: str, options: Mapping[str, float] | None = None
+) -> ServiceSpec:
+    """The fault proxy (``devstack.faultproxy``) on ``port`` in front of ``upstream`` (S3);
+    ``options`` are its starting fault rates (``reset_rate``, ``error_rate``, ...)."""
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in (options or {}).items()]
+    return ServiceSpec(
+        name="s3-proxy",
+        argv=(
+            sys.executable,
+            "-m",
+            "devstack.faultproxy",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--upstream",
+            upstream,
+            *flags,
+        ),
+        ready=http_ok(f"http://{LOOPBACK}:{port}/_proxy/stats"),
+        env=ctx.env,
+        cwd=ctx.cwd,
+        address=f"http://{LOOPBACK}:{port}",
+        port=port,
+        start_timeout_s=20.0,
+        stop_timeout_s=5.0,
+    )

@@ -10,17 +10,27 @@ other ports in a temporary run directory::
         stack.kill("worker1")           # SIGKILL, as a crash would
         stack.restart("redis")
     # leaving the block stops every service of the stack
+
+``start_s3_proxy`` puts a fault proxy between the services started after it and S3.
 """
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
 from config.settings import Settings
-from devstack.apps import api_spec, beat_spec, flower_spec, simulator_spec, worker_spec
+from devstack.apps import (
+    api_spec,
+    beat_spec,
+    flower_spec,
+    s3_proxy_spec,
+    simulator_spec,
+    worker_spec,
+)
 from devstack.env import StackContext, make_context
 from devstack.processes import ProcessManager, ServiceError, ServiceSpec, ServiceStatus
 from devstack.redis_server import redis_spec
@@ -62,6 +72,22 @@ class Stack:
 
     def start_s3(self) -> ServiceStatus:
         return self._start("s3", lambda: s3_spec(self.ctx))
+
+    def start_s3_proxy(
+        self, port: int, options: Mapping[str, float] | None = None
+    ) -> ServiceStatus:
+        """Start the S3 fault proxy (``devstack.faultproxy``) on ``port`` in front of this
+        stack's S3. Services started from now on reach S3 through it
+        (``VIDQUEUE_S3_ENDPOINT_URL``); presigned URLs keep the real endpoint
+        (``VIDQUEUE_S3_PUBLIC_ENDPOINT_URL``). ``options``: its starting fault rates."""
+        upstream = self.settings.s3_endpoint_url
+        status = self._start("s3-proxy", lambda: s3_proxy_spec(self.ctx, port, upstream, options))
+        routed = {
+            "VIDQUEUE_S3_ENDPOINT_URL": status.address,
+            "VIDQUEUE_S3_PUBLIC_ENDPOINT_URL": self.settings.s3_presign_endpoint_url,
+        }
+        self.ctx = replace(self.ctx, env={**self.ctx.env, **routed})
+        return status
 
     def start_simulator(self, extra_args: Sequence[str] = ()) -> ServiceStatus:
         return self._start("simulator", lambda: simulator_spec(self.ctx, extra_args))

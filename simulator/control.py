@@ -1,4 +1,4 @@
-"""The control API tests drive the simulator with: counters, options, reset, media hashes.
+"""The control API tests drive the simulator with: counters, options, faults, reset, media hashes.
 
 No auth: the simulator is meant for loopback. Nothing here is part of any provider's wire format,
 so it lives under ``/_sim`` (plus ``/healthz`` for readiness probes).
@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from simulator.faults import RATE_OPTIONS
 from simulator.media import demo_png, media_sha256
 from simulator.state import Registry
 
@@ -52,6 +53,12 @@ def router(registry: Registry) -> APIRouter:
             errors = exc.errors(include_url=False, include_context=False)
             return JSONResponse({"detail": errors}, status_code=422)
         registry.set_options(options)
+        return _options_json(registry)
+
+    @api.post("/_sim/faults/off", response_model=None)
+    async def faults_off() -> JSONResponse:
+        """Stop injecting faults (every ``*_rate`` of ``simulator.faults``); counters stay."""
+        registry.set_options(registry.options.patched(dict.fromkeys(RATE_OPTIONS, 0.0)))
         return _options_json(registry)
 
     @api.post("/_sim/reset", response_model=None)

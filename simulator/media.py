@@ -13,13 +13,15 @@ import hashlib
 import math
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Final
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from simulator import faults
+from simulator.faults import Fault
 from simulator.state import Registry, Task, TaskState
 
 CHUNK_BYTES: Final = 64 * 1024
@@ -150,6 +152,25 @@ def _servable(registry: Registry, task_id: str, expires: str | None) -> Task | J
     return task
 
 
+def _video_response(task: Task, registry: Registry) -> Response:
+    """The video as a stream, unless an injected fault makes it fail, crawl or stop short."""
+    chunks = video_chunks(task.id, task.video_bytes)
+    fault = faults.download_fault(registry)
+    if fault is Fault.DOWNLOAD_500:
+        return _error(500, "simulated media server error")
+    if fault is Fault.DOWNLOAD_TRUNCATED:
+        cut_at = int(task.video_bytes * registry.uniform(0.0, 0.9))
+        return faults.CutShort(
+            chunks, total=task.video_bytes, cut_at=cut_at, media_type="video/mp4"
+        )
+    body: Iterator[bytes] | AsyncIterator[bytes] = chunks
+    if fault is Fault.DOWNLOAD_SLOW:
+        body = faults.throttled(chunks, registry.options.slow_download_bytes_per_s)
+    return StreamingResponse(
+        body, media_type="video/mp4", headers={"Content-Length": str(task.video_bytes)}
+    )
+
+
 def files_router(registry: Registry) -> APIRouter:
     """``GET /files/{task_id}/video.mp4`` and ``/cover.png``, both needing a live ``expires``."""
     router = APIRouter()
@@ -160,11 +181,7 @@ def files_router(registry: Registry) -> APIRouter:
         if isinstance(task, JSONResponse):
             return task
         registry.counters.downloads += 1
-        return StreamingResponse(
-            video_chunks(task.id, task.video_bytes),
-            media_type="video/mp4",
-            headers={"Content-Length": str(task.video_bytes)},
-        )
+        return _video_response(task, registry)
 
     @router.get("/files/{task_id}/cover.png", response_model=None)
     async def cover(task_id: str, expires: str | None = None) -> Response:

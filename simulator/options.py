@@ -45,6 +45,54 @@ class SimOptions(BaseModel):
     submit_error_rate: float = Field(
         default=0.0, ge=0, le=1, description="chance a submit answers HTTP 500, creating nothing"
     )
+    # Injected faults (simulator.faults); each one is counted by kind in /_sim/stats "faults".
+    submit_429_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="chance a submit answers 429 + Retry-After, creating nothing",
+    )
+    poll_429_rate: float = Field(
+        default=0.0, ge=0, le=1, description="chance a poll answers 429 with Retry-After"
+    )
+    retry_after_s: float = Field(
+        default=1.0, ge=0, description="the Retry-After (seconds) of an injected 429"
+    )
+    submit_stall_rate: float = Field(
+        default=0.0, ge=0, le=1, description="chance an accepted submit answers only after stall_s"
+    )
+    submit_drop_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="chance an accepted submit's connection drops mid-answer",
+    )
+    stall_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="how long a stalled answer waits (past the client's timeout)",
+    )
+    poll_malformed_rate: float = Field(
+        default=0.0, ge=0, le=1, description="chance a poll answers 200 with malformed JSON"
+    )
+    poll_unknown_status_rate: float = Field(
+        default=0.0, ge=0, le=1, description="chance a poll answers a task_status nobody documents"
+    )
+    download_error_rate: float = Field(
+        default=0.0, ge=0, le=1, description="chance a media download answers HTTP 500"
+    )
+    download_truncate_rate: float = Field(
+        default=0.0, ge=0, le=1, description="chance a download closes before its Content-Length"
+    )
+    slow_download_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="chance a download is served at slow_download_bytes_per_s",
+    )
+    slow_download_bytes_per_s: int = Field(
+        default=65536, ge=1, description="the speed of a slow download"
+    )
     seed: int | None = Field(default=None, description="seed for the RNG (default: random)")
 
     def patched(self, changes: Mapping[str, object]) -> SimOptions:

@@ -97,6 +97,8 @@ class Counters:
     cover_downloads: int = 0
     expired_url_403: int = 0
     request_ids: Counter[str] = field(default_factory=Counter)
+    # Injected faults by kind (``simulator.faults``).
+    faults: Counter[str] = field(default_factory=Counter)
 
 
 class Registry:
@@ -134,6 +136,10 @@ class Registry:
     def roll(self, rate: float) -> bool:
         """True with probability ``rate``; used for injected errors and failures."""
         return rate > 0 and self._rng.random() < rate
+
+    def uniform(self, low: float, high: float) -> float:
+        """A number in [low, high] from the seeded RNG (e.g. where to cut a download short)."""
+        return self._rng.uniform(low, high)
 
     def submit(
         self,
@@ -231,6 +237,7 @@ class Registry:
             "cover_downloads": c.cover_downloads,
             "expired_url_403": c.expired_url_403,
             "request_ids": dict(c.request_ids),
+            "faults": dict(c.faults),
             "tasks": len(self._tasks),
         }
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from simulator import faults
+from simulator.faults import Fault
 from simulator.media import issue_urls
 from simulator.state import (
     ConcurrencyExceeded,
@@ -77,9 +79,19 @@ class VideoGenerationRequest(BaseModel):
     user_id: str | None = Field(default=None, min_length=6, max_length=128)
 
 
-def error(status: int, code: str, message: str) -> JSONResponse:
+def error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """Zhipu's error envelope: ``{"error": {"code": "<string>", "message": ...}}``."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _injected(fault: Fault, registry: Registry) -> JSONResponse:
+    """An injected 500 or 429 (code 1305: the request rate is too high) in Zhipu's envelope."""
+    if fault in (Fault.SUBMIT_429, Fault.POLL_429):
+        return error(429, "1305", "too many requests", faults.retry_after(registry))
+    return error(500, "500", "simulated server error")
 
 
 def authenticate(request: Request) -> str | JSONResponse:
@@ -126,15 +138,16 @@ def router(registry: Registry) -> APIRouter:
     api = APIRouter()
 
     @api.post("/videos/generations", response_model=None)
-    async def submit(request: Request) -> JSONResponse:
+    async def submit(request: Request) -> Response:
         key = authenticate(request)
         if isinstance(key, JSONResponse):
             return key
         body = _parse(await request.body())
         if isinstance(body, JSONResponse):
             return body
-        if registry.roll(registry.options.submit_error_rate):
-            return error(500, "500", "simulated server error")
+        refused = faults.submit_refusal(registry)
+        if refused is not None:
+            return _injected(refused, registry)
         try:
             task = registry.submit(
                 provider=PROVIDER,
@@ -147,26 +160,35 @@ def router(registry: Registry) -> APIRouter:
             return error(400, "1231", "duplicate request")
         except ConcurrencyExceeded:
             return error(429, "1302", "concurrency too high for this API key")
-        return JSONResponse(
-            {
-                "model": task.model,
-                "id": task.id,
-                "request_id": task.request_id,
-                "task_status": "PROCESSING",
-            }
-        )
+        answer = {
+            "model": task.model,
+            "id": task.id,
+            "request_id": task.request_id,
+            "task_status": "PROCESSING",
+        }
+        lost = faults.lost_answer(registry)
+        if lost is not None:
+            return await faults.unanswered(lost, answer, registry)
+        return JSONResponse(answer)
 
     @api.get("/async-result/{task_id}", response_model=None)
-    async def poll(task_id: str, request: Request) -> JSONResponse:
+    async def poll(task_id: str, request: Request) -> Response:
         key = authenticate(request)
         if isinstance(key, JSONResponse):
             return key
         registry.counters.polls += 1
-        if registry.roll(registry.options.poll_error_rate):
-            return error(500, "500", "simulated server error")
+        fault = faults.poll_fault(registry)
+        if fault in (Fault.POLL_500, Fault.POLL_429):
+            return _injected(fault, registry)
         task = registry.get(task_id, PROVIDER)
         if task is None:
             return error(404, "404", f"task {task_id} not found")
-        return JSONResponse(_poll_body(request, task, registry))
+        if fault is Fault.POLL_MALFORMED:
+            return faults.malformed_json()
+        body = _poll_body(request, task, registry)
+        if fault is Fault.POLL_UNKNOWN_STATUS:
+            body = {**body, "task_status": faults.UNKNOWN_STATUS}
+            body.pop("video_result", None)
+        return JSONResponse(body)
 
     return api

@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {
     "FLOWER_BASIC_AUTH": "admin:secret",
+    "VIDQUEUE_API_TOKENS": "token-1",
     "AWS_ACCESS_KEY_ID": "key",
     "AWS_SECRET_ACCESS_KEY": "secret",
 }
@@ -103,3 +104,10 @@ def test_flower_and_api_have_healthchecks(config: dict[str, Any]) -> None:
     assert config["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "admin:secret"
     for name in ("redis", "s3", "worker", "flower", "api"):
         assert config["services"][name]["healthcheck"]["test"]
+
+
+def test_compose_refuses_to_run_the_api_without_tokens() -> None:
+    env = {k: v for k, v in REQUIRED.items() if k != "VIDQUEUE_API_TOKENS"}
+    result = compose("config", "-q", env=env)
+    assert result.returncode != 0
+    assert "VIDQUEUE_API_TOKENS" in result.stderr

@@ -206,5 +206,3 @@ def _outcome_unknown(job_id: str, fields: dict[str, str], d: Deps, why: str) -> 
     )
     log.error("job %s parked as submit_unknown: %s", job_id, why)
     return honour_cancel(job_id, d)
-
-
