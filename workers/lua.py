@@ -94,7 +94,8 @@ return {1, state}
 # KEYS[1] = job hash, KEYS[2] = due zset.
 # ARGV[1] = job id, ARGV[2] = allowed states (',a,b,'), ARGV[3] = lease ms (how long the step
 # may take), ARGV[4] = due offset ms, ARGV[5] = tolerance ms (a step may start this early).
-# Returns {1, state} when claimed, {0, state} for a wrong state, {-1, state} when not yet due.
+# Returns {1, state, field, value, ...} when claimed (the job's hash after the claim, saving a
+# round trip), {0, state} for a wrong state, {-1, state} when not yet due.
 CLAIM: Final = (
     NOW
     + """
@@ -106,7 +107,9 @@ local step_until = tonumber(redis.call('HGET', KEYS[1], 'step_until') or '0')
 if now + tonumber(ARGV[5]) < step_until then return {-1, state} end
 redis.call('HSET', KEYS[1], 'step_until', now + tonumber(ARGV[3]))
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
-return {1, state}
+local out = {1, state}
+for _, item in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = item end
+return out
 """
 )
 

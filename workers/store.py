@@ -168,9 +168,10 @@ class Store:
         lease_ms = int(lease_s * 1000)
         argv: list[str | int] = [job_id, _states(allowed), lease_ms, lease_ms + self.grace_ms]
         argv.append(CLAIM_TOLERANCE_MS)
-        ok, state = self._claim(keys=[keys.job(job_id), keys.due()], args=argv)
+        ok, state, *flat = self._claim(keys=[keys.job(job_id), keys.due()], args=argv)
         state = state.decode() if isinstance(state, bytes) else str(state)
-        return Claim(ok == 1, state, self.fields(job_id) if ok == 1 else {})
+        pairs = [item.decode() for item in flat]
+        return Claim(ok == 1, state, dict(zip(pairs[::2], pairs[1::2], strict=True)))
 
     # -- listing -------------------------------------------------------------------------
 
