@@ -1,5 +1,6 @@
 """What operators look at: one snapshot of the queue, read from Redis, for `vidqueue top` and
-the API's Prometheus `/metrics`."""
+the API's Prometheus `/metrics`. Request rates and histograms are written by the workers in
+batches (``workers.stats``), so they trail the jobs by up to ``stats.FLUSH_INTERVAL_S``."""
 
 from __future__ import annotations
 
