@@ -27,7 +27,7 @@ from workers.errors import (
     VidqueueError,
 )
 from workers.jobs import TERMINAL, ProviderStatus, State, now_iso, parse_iso
-from workers.mirror import mirror_url
+from workers.mirror import heartbeats, mirror_url
 from workers.outcomes import fail, finish
 from workers.providers.base import ProviderTask
 from workers.steps import Step
@@ -35,10 +35,11 @@ from workers.store import record_from
 
 log = logging.getLogger("vidqueue.delivery")
 
-# A mirror renews its claim while it streams (every HEARTBEAT_S), so a mirror killed
-# mid-stream is re-sent by the sweep within about MIRROR_LEASE_S, long before URLs expire.
-MIRROR_LEASE_S: Final = 120.0
-HEARTBEAT_S: Final = 30.0
+# A mirror renews its claim on a timer (every HEARTBEAT_S, whether data flows or not) for as
+# long as it runs, so the claim can be short: a mirror killed mid-copy is re-sent by the sweep
+# about MIRROR_LEASE_S + the sweep's grace later, long before URLs expire.
+MIRROR_LEASE_S: Final = 30.0
+HEARTBEAT_S: Final = 5.0
 MAX_MIRROR_ATTEMPTS: Final = 20
 NOTIFY_TIMEOUT: Final = httpx.Timeout(10.0, connect=5.0)
 # Webhook retries: quick at first (a receiver restarting), then hours apart, within
@@ -55,13 +56,11 @@ def mirror(job_id: str, d: Deps) -> list[Step]:
     claim = d.store.claim(job_id, (State.MIRRORING,), lease_s=MIRROR_LEASE_S)
     if not claim.ok:
         return []
-    fields = claim.fields
+    fields = dict(claim.fields)
     try:
-        try:
-            result = _copy(job_id, fields, d)
-        except ResultUrlExpired:
-            fields = _refresh_urls(job_id, fields, d)
-            result = _copy(job_id, fields, d)
+        # The beats stop before any outcome below is written (a late one would move the retry).
+        with heartbeats(lambda: _still_mirroring(job_id, d), HEARTBEAT_S):
+            result = _copy_or_refresh(job_id, fields, d)
     except ResultUrlExpired as exc:
         exc.code = RESULT_URL_EXPIRED
         return fail(job_id, (State.MIRRORING,), exc, fields, d)
@@ -75,6 +74,15 @@ def mirror(job_id: str, d: Deps) -> list[Step]:
         since = time.time() - parse_iso(fields["provider_finished_at"]).timestamp()
         d.stats.observe("mirror", since)
     return steps
+
+
+def _copy_or_refresh(job_id: str, fields: dict[str, str], d: Deps) -> dict[str, Any]:
+    """Copy the result; on an expired link, once more from a fresh one (``fields`` updated)."""
+    try:
+        return _copy(job_id, fields, d)
+    except ResultUrlExpired:
+        fields.update(_refresh_urls(job_id, fields, d))
+        return _copy(job_id, fields, d)
 
 
 def _copy(job_id: str, fields: dict[str, str], d: Deps) -> dict[str, Any]:
@@ -97,7 +105,6 @@ def _copy(job_id: str, fields: dict[str, str], d: Deps) -> dict[str, Any]:
             headers=headers,
             job_id=job_id,
             what=what,
-            heartbeat=lambda: _still_mirroring(job_id, d),
         )
         result[what] = {**stored.as_dict(), "url": d.storage.presign(stored.key)}
     if "video" not in result:

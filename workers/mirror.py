@@ -6,8 +6,10 @@ mirror overwrites the same object and never duplicates one.
 
 from __future__ import annotations
 
-import time
+import logging
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import PurePosixPath
 from typing import Final
 from urllib.parse import urlsplit
@@ -17,11 +19,14 @@ import httpx
 from workers.errors import MIRROR_FAILED, PermanentError, ResultUrlExpired, RetryableError
 from workers.storage import Storage, StoredObject
 
-CHUNK: Final = 256 * 1024
+log = logging.getLogger("vidqueue.mirror")
+
 # Media hosts answer these for a link that is no longer valid.
 EXPIRED_STATUSES: Final = frozenset({401, 403, 404, 410})
 COVER_EXTENSIONS: Final = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 TIMEOUT: Final = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
+# How long the end of a heartbeat block waits at most for a beat in flight.
+BEAT_JOIN_S: Final = 30.0
 
 
 def cover_name(url: str, content_type: str) -> str:
@@ -43,9 +48,15 @@ def mirror_url(
     heartbeat: Callable[[], None] | None = None,
     heartbeat_s: float = 30.0,
 ) -> StoredObject:
-    """Stream ``url`` into S3. ``what`` is ``video`` or ``cover`` (it picks the object name)."""
+    """Stream ``url`` into S3. ``what`` is ``video`` or ``cover`` (it picks the object name).
+
+    ``heartbeat``, if given, is called every ``heartbeat_s`` seconds while the copy runs.
+    """
     try:
-        with http.stream("GET", url, headers=headers, timeout=TIMEOUT) as response:
+        with (
+            heartbeats(heartbeat, heartbeat_s),
+            http.stream("GET", url, headers=headers, timeout=TIMEOUT) as response,
+        ):
             _check(response, what)
             content_type = response.headers.get("content-type", "").split(";")[0].strip()
             if what == "video":
@@ -54,9 +65,8 @@ def mirror_url(
                 name = cover_name(url, content_type)
                 content_type = content_type or "application/octet-stream"
             expected = response.headers.get("content-length")
-            chunks = response.iter_bytes(CHUNK)
-            if heartbeat is not None:
-                chunks = _beating(chunks, heartbeat, heartbeat_s)
+            # Chunks as they come off the socket: the part buffers regroup them, no re-chunking.
+            chunks = response.iter_bytes()
             stored = storage.upload_stream(storage.object_key(job_id, name), chunks, content_type)
     except httpx.TransportError as exc:
         raise RetryableError(f"{what} download failed: {type(exc).__name__}") from exc
@@ -65,16 +75,35 @@ def mirror_url(
     return stored
 
 
-def _beating(
-    chunks: Iterator[bytes], heartbeat: Callable[[], None], every_s: float
-) -> Iterator[bytes]:
-    """Pass chunks through, calling ``heartbeat`` every ``every_s`` seconds on the way."""
-    last = time.monotonic()
-    for chunk in chunks:
-        if time.monotonic() - last >= every_s:
-            heartbeat()
-            last = time.monotonic()
-        yield chunk
+@contextmanager
+def heartbeats(beat: Callable[[], None] | None, every_s: float) -> Iterator[None]:
+    """Call ``beat`` every ``every_s`` seconds from a small thread while the block runs.
+
+    On a timer, not as data arrives: a copy stalled on a slow read or a full part pool still
+    renews its claim, and a process killed mid-copy stops renewing at once, so its claim can be
+    short. A failed beat is logged and the block goes on (a Redis restart must not cut a copy).
+    """
+    if beat is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(every_s):
+            try:
+                beat()
+            except Exception:
+                log.warning("heartbeat failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name="vidqueue-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        # A beat in flight ends first, so none lands after what the caller writes next (a
+        # Redis call gives up within its socket timeout; the bound is for any other ``beat``).
+        thread.join(timeout=BEAT_JOIN_S)
 
 
 def _check(response: httpx.Response, what: str) -> None:
