@@ -8,21 +8,24 @@ identity: a producer sees, cancels and downloads only its own jobs and uploads.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any, Final, Literal
 
 import redis
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from producer import metrics, openai_facade, web
+from producer import batch, metrics, openai_facade, web
 from producer.batch import IdempotencyConflict
 from producer.web import ApiError, Producer, client, error_response, producer_identity
 from workers.cancel import CancelRefused
@@ -35,49 +38,39 @@ __all__ = ["app", "client", "producer_identity"]
 
 log = logging.getLogger("vidqueue.api")
 
-_SPEC_BODY: Final = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": JobSpec.model_json_schema()}},
+
+def _body(content: dict[str, Any], *headers: str) -> dict[str, Any]:
+    """An OpenAPI ``requestBody`` (and header parameters) for routes that read them
+    themselves."""
+    params = [{"name": h, "in": "header", "schema": {"type": "string"}} for h in headers]
+    return {"requestBody": {"required": True, "content": content}, "parameters": params}
+
+
+_BINARY: Final = {"type": "string", "format": "binary"}
+_CREATE_HEADERS: Final = ("authorization", "idempotency-key")
+_SPEC: Final = {"application/json": {"schema": JobSpec.model_json_schema()}}
+_SPEC_BODY: Final = _body(_SPEC, *_CREATE_HEADERS)
+_JOBS: Final = {"type": "array", "maxItems": 1000, "items": {"type": "object"}}
+_BATCH: Final = {"type": "object", "required": ["jobs"], "properties": {"jobs": _JOBS}}
+_BATCH_BODY: Final = _body({"application/json": {"schema": _BATCH}}, *_CREATE_HEADERS)
+_FILE: Final = {"type": "object", "properties": {"file": _BINARY}}
+_UPLOAD_BODY: Final = _body(
+    {
+        "image/png": {"schema": _BINARY},
+        "image/jpeg": {"schema": _BINARY},
+        "multipart/form-data": {"schema": _FILE},
     }
-}
-_BATCH_BODY: Final = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["jobs"],
-                    "properties": {
-                        "jobs": {"type": "array", "maxItems": 1000, "items": {"type": "object"}}
-                    },
-                }
-            }
-        },
-    }
-}
-_UPLOAD_BODY: Final = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            },
-        },
-    }
-}
+)
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    """Read the providers file at startup, so a bad one stops the API with a clear error."""
+    """Read the providers file at startup, so a bad one stops the API with a clear error.
+    Then everything loaded so far is left out of garbage collection (``gc.freeze``), which
+    keeps the collector's pauses out of request latencies."""
     client().validate_config()
+    gc.collect()
+    gc.freeze()
     yield
 
 
@@ -113,24 +106,16 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return error_response(request, exc.status_code, code, str(exc.detail))
 
 
-@app.exception_handler(InvalidSpec)
-async def _invalid_spec(request: Request, exc: InvalidSpec) -> JSONResponse:
-    return error_response(request, 422, exc.code, exc.message, exc.field)
+async def _refused(request: Request, exc: Exception) -> JSONResponse:
+    """The request's own fault, named by the error: its code, message and field."""
+    assert isinstance(exc, InvalidSpec | IdempotencyConflict | CancelRefused | InvalidCursor)
+    status = 422 if isinstance(exc, InvalidSpec) else 400 if isinstance(exc, InvalidCursor) else 409
+    field = "cursor" if isinstance(exc, InvalidCursor) else getattr(exc, "field", None)
+    return error_response(request, status, exc.code, exc.message, field)
 
 
-@app.exception_handler(IdempotencyConflict)
-async def _conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:
-    return error_response(request, 409, exc.code, exc.message, exc.field)
-
-
-@app.exception_handler(CancelRefused)
-async def _cancel_refused(request: Request, exc: CancelRefused) -> JSONResponse:
-    return error_response(request, 409, exc.code, exc.message)
-
-
-@app.exception_handler(InvalidCursor)
-async def _invalid_cursor(request: Request, exc: InvalidCursor) -> JSONResponse:
-    return error_response(request, 400, exc.code, exc.message, "cursor")
+for _refusal in (InvalidSpec, IdempotencyConflict, CancelRefused, InvalidCursor):
+    app.add_exception_handler(_refusal, _refused)
 
 
 @app.exception_handler(RetryableError)
@@ -185,37 +170,41 @@ def _found(job_id: str, producer: str) -> JobRecord:
     return record
 
 
+def _caller(request: Request) -> tuple[str, str | None]:
+    """The producer (see ``producer_identity``) and the ``Idempotency-Key``, read directly:
+    the create routes are the hot path, and FastAPI's parameter machinery costs more than
+    these two lookups."""
+    headers = request.headers
+    return producer_identity(headers.get("authorization")), headers.get("idempotency-key")
+
+
+_TWO_KEYS: Final = "the Idempotency-Key header and the spec's idempotency_key differ"
+
+
 @app.post("/v1/jobs", status_code=202, response_model=JobRecord, openapi_extra=_SPEC_BODY)
-async def create_job(
-    request: Request,
-    producer: Producer,
-    idempotency_key: Annotated[str | None, Header()] = None,
-) -> JobRecord:
+async def create_job(request: Request) -> Response:
     """Enqueue one job. The ``Idempotency-Key`` header makes a retried POST return the same
     job; the same key with a different spec is a 409."""
+    producer, idempotency_key = _caller(request)
     spec = await web.json_object(request)
     if idempotency_key:
         if spec.get("idempotency_key") not in (None, idempotency_key):
-            raise ApiError(
-                400,
-                "invalid_request",
-                "the Idempotency-Key header and the spec's idempotency_key differ",
-                "idempotency_key",
-            )
+            raise ApiError(400, "invalid_request", _TWO_KEYS, "idempotency_key")
         spec["idempotency_key"] = idempotency_key
-    record: JobRecord = await run_in_threadpool(client().enqueue, spec, producer=producer)
-    return record
+    accept = partial(client().accept, [spec], producer=producer, one=True, dispatch=False)
+    # Checking an image or a callback URL may take I/O (S3, DNS): that is done in a thread.
+    # Otherwise accepting is one short Redis call, made on the event loop (no thread hops).
+    inline = not (spec.get("image") or spec.get("callback_url"))
+    accepted = accept() if inline else await run_in_threadpool(accept)
+    return _accepted(accepted.json()[0], accepted.providers)
 
 
 @app.post("/v1/jobs/batch", status_code=202, response_model=JobList, openapi_extra=_BATCH_BODY)
-async def create_jobs(
-    request: Request,
-    producer: Producer,
-    idempotency_key: Annotated[str | None, Header()] = None,
-) -> JobList:
+async def create_jobs(request: Request) -> Response:
     """Enqueue up to 1,000 jobs, all or none: every spec is validated first (a bad one is a
-    422 naming ``jobs.{index}.{field}``), then all are created in one Redis round trip. With
+    422 naming ``jobs.{index}.{field}``), then all are created by one Redis script call. With
     ``Idempotency-Key``, job *i* gets the key ``{key}:{i}``: a retried batch is the same jobs."""
+    producer, idempotency_key = _caller(request)
     body = await web.json_object(request, web.MAX_BATCH_BODY)
     specs = body.get("jobs")
     if not isinstance(specs, list):
@@ -223,10 +212,22 @@ async def create_jobs(
     unknown = sorted(set(body) - {"jobs"})
     if unknown:
         raise ApiError(422, "invalid_request", "unknown field", unknown[0])
-    records = await run_in_threadpool(
-        client().enqueue_many, specs, producer=producer, idempotency_key=idempotency_key
+    accepted = await run_in_threadpool(
+        client().accept, specs, producer=producer, idempotency_key=idempotency_key, dispatch=False
     )
-    return JobList(jobs=records)
+    return _accepted('{"jobs":[' + ",".join(accepted.json()) + "]}", accepted.providers)
+
+
+def _accepted(text: str, providers: list[str]) -> Response:
+    """A 202 with records rendered once, from what was stored (see ``workers.enqueue``): the
+    same JSON as the response model gives, without validating it again. The providers' free
+    slots are filled right after the answer is sent."""
+    dispatch = BackgroundTask(_dispatches.soon, providers)
+    return Response(text.encode(), 202, media_type="application/json", background=dispatch)
+
+
+# Fills providers' free slots after enqueues (coalesced: see ``batch.Dispatches``).
+_dispatches: Final = batch.Dispatches(lambda providers: client().dispatch(providers))
 
 
 @app.get("/v1/jobs", response_model=JobPage)
@@ -247,12 +248,7 @@ def list_jobs(
             raise ApiError(422, "invalid_request", f"expected key:value, got {item!r}", "label")
         labels[key] = value
     return client().list(
-        state=state,
-        provider=provider,
-        labels=labels,
-        limit=limit,
-        cursor=cursor,
-        producer=producer,
+        state=state, provider=provider, labels=labels, limit=limit, cursor=cursor, producer=producer
     )
 
 

@@ -18,27 +18,24 @@ from __future__ import annotations
 
 import builtins
 import json
-import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from functools import cached_property
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
 
 from config import providers as provider_config
 from config.providers import Catalogue
 from config.settings import Settings, get_settings
 from producer import batch
-from producer.batch import MAX_BATCH, IdempotencyConflict, fingerprint, new_job_id
+from producer.batch import MAX_BATCH, IdempotencyConflict, fingerprint, parse_spec
 from workers import cancel, keys, listing, outcomes, steps, uploads, webhooks
 from workers.cancel import CancelRefused
 from workers.deps import Deps, build
-from workers.errors import ConfigError, InvalidSpec, PermanentError
+from workers.enqueue import Creator, NewJob
+from workers.errors import InvalidSpec, PermanentError
 from workers.jobs import TERMINAL, JobRecord, JobSpec, State
 from workers.listing import Filters, JobPage, Position
-from workers.providers import validator
 from workers.storage import Storage, storage_errors
 from workers.store import record_from
 
@@ -50,24 +47,8 @@ __all__ = [
     "InvalidSpec",
     "JobPage",
     "JobRecord",
+    "parse_spec",
 ]
-
-log = logging.getLogger("vidqueue.client")
-
-
-def parse_spec(data: Mapping[str, Any]) -> JobSpec:
-    """Validate a spec's shape; the error names the first offending field."""
-    try:
-        return JobSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or _field_of_model_error(first["msg"])
-        message = first["msg"].removeprefix("Value error, ")
-        raise InvalidSpec(where, message) from None
-
-
-def _field_of_model_error(message: str) -> str:
-    return "prompt" if "prompt" in message else "spec"
 
 
 class Client:
@@ -101,6 +82,10 @@ class Client:
         return Storage(self.settings)
 
     @cached_property
+    def _creator(self) -> Creator:
+        return Creator(self.deps.redis)
+
+    @cached_property
     def _celery(self) -> Any:
         """The Celery app used to publish steps (by name), on this client's Redis."""
         from config import celery
@@ -120,14 +105,8 @@ class Client:
     ) -> JobSpec:
         """Everything checked before a job is accepted: shape, provider, model rules, uploads."""
         spec = data if isinstance(data, JobSpec) else parse_spec(data)
-        try:
-            config = self.catalogue.get(spec.provider)
-        except ConfigError:
-            known = ", ".join(sorted(self.catalogue.providers))
-            raise InvalidSpec(
-                "provider", f"unknown provider {spec.provider!r}; configured: {known}"
-            ) from None
-        _adapter_checks(config.name, validator(config), spec)
+        name, check = self._adapters.get(spec.provider)
+        batch.adapter_checks(name, check, spec)
         if spec.callback_url:
             try:
                 webhooks.check_public_url(
@@ -139,6 +118,10 @@ class Client:
             uploads.check_owned(self.storage, spec, self._who(producer))
         return spec
 
+    @cached_property
+    def _adapters(self) -> batch.Adapters:
+        return batch.Adapters(self.catalogue)
+
     def enqueue(
         self, data: Mapping[str, Any] | JobSpec, *, producer: str | None = None
     ) -> JobRecord:
@@ -147,16 +130,8 @@ class Client:
         With an ``idempotency_key`` already used, the job it made is returned when the spec is
         the same, and ``IdempotencyConflict`` is raised when it is not.
         """
-        who = self._who(producer)
-        spec = self.validate(data, producer=who)
-        mark = fingerprint(spec, who)
-        created = self.deps.store.create(new_job_id(), spec, producer=who, fingerprint=mark)
-        assert created is not None
-        found, new = created
-        if not new:
-            self._same_request(found, mark)
-        steps.send(self._celery, outcomes.dispatch(spec.provider, self.deps))
-        return self._existing(found)
+        [record] = self.accept([data], producer=producer, one=True).records()
+        return record
 
     def enqueue_many(
         self,
@@ -164,28 +139,48 @@ class Client:
         *,
         producer: str | None = None,
         idempotency_key: str | None = None,
-    ) -> list[JobRecord]:
+    ) -> builtins.list[JobRecord]:
         """Accept up to ``MAX_BATCH`` jobs at once, or none: every spec is validated first (an
-        ``InvalidSpec`` names ``jobs.{index}.{field}``), then all are created in one Redis
-        round trip, then each provider is dispatched once. ``idempotency_key`` makes the whole
+        ``InvalidSpec`` names ``jobs.{index}.{field}``), then all are created by one Redis
+        script, then each provider is dispatched once. ``idempotency_key`` makes the whole
         batch safe to retry (job *i* gets the key ``{idempotency_key}:{i}``)."""
+        accepted = self.accept(specs, producer=producer, idempotency_key=idempotency_key)
+        return accepted.records()
+
+    def accept(
+        self,
+        specs: Sequence[Mapping[str, Any] | JobSpec],
+        *,
+        producer: str | None = None,
+        idempotency_key: str | None = None,
+        one: bool = False,
+        dispatch: bool = True,
+    ) -> batch.Accepted:
+        """``enqueue`` (``one``: errors name the spec's own fields) or ``enqueue_many``, with
+        the records still to render: the API writes the new ones' JSON from what was stored.
+        Without ``dispatch`` the caller fills the providers' free slots (``dispatch``) itself,
+        e.g. after answering."""
         who = self._who(producer)
-        valid = batch.validate_all(
-            specs, lambda spec: self.validate(spec, producer=who), idempotency_key
-        )
-        marks = [fingerprint(spec, who) for spec in valid]
-        batch.check_keys(self.deps.redis, valid, marks)
-        pipe = self.deps.redis.pipeline(transaction=False)
-        for spec, mark in zip(valid, marks, strict=True):
-            self.deps.store.create(new_job_id(), spec, producer=who, fingerprint=mark, pipe=pipe)
-        results = pipe.execute()
-        found = [_text(job_id) for job_id, _ in results]
-        reused = [(i, found[i]) for i, (_, created) in enumerate(results) if not created]
-        batch.check_reused(self.deps.redis, reused, marks)
-        for provider in dict.fromkeys(spec.provider for spec in valid):
+        if one:
+            valid = [self.validate(specs[0], producer=who)]
+        else:
+            check = partial(self.validate, producer=who)
+            valid = batch.validate_all(specs, check, idempotency_key)
+        jobs = [NewJob.of(batch.new_job_id(), spec, fingerprint(spec, who)) for spec in valid]
+        batch.check_keys(valid, [job.fingerprint for job in jobs])
+        created = self._creator.create(jobs, producer=who)
+        assert created is not None
+        if created.conflict is not None:
+            raise batch.conflict(created.conflict, one=one)
+        accepted = batch.Accepted(jobs, created, self._records(created.existing))
+        if dispatch:
+            self.dispatch(accepted.providers)
+        return accepted
+
+    def dispatch(self, providers: Iterable[str]) -> None:
+        """Fill the free slots of each provider with its waiting jobs."""
+        for provider in providers:
             steps.send(self._celery, outcomes.dispatch(provider, self.deps))
-        rows = listing.records(self.deps.redis, found)
-        return [self._presigned(record_from(row)) for row in rows if row is not None]
 
     def upload(self, data: bytes, *, producer: str | None = None) -> uploads.Upload:
         """Store an image (PNG or JPEG, ≤ 5 MB); its ``ref`` is usable as a spec's ``image``."""
@@ -329,11 +324,15 @@ class Client:
             raise KeyError(job_id)
         return record
 
-    def _same_request(self, job_id: str, mark: str) -> None:
-        if self.deps.store.fields(job_id).get("fingerprint") != mark:
-            raise IdempotencyConflict(
-                "this idempotency key was already used with a different job spec"
-            )
+    def _records(self, ids: Mapping[int, str]) -> dict[int, JobRecord]:
+        """The records of ``ids`` (index → job id), read in one round trip."""
+        rows = listing.records(self.deps.redis, ids.values()) if ids else []
+        found: dict[int, JobRecord] = {}
+        for (index, job_id), row in zip(ids.items(), rows, strict=True):
+            if row is None:
+                raise KeyError(job_id)
+            found[index] = self._presigned(record_from(row))
+        return found
 
     def _presigned(self, record: JobRecord) -> JobRecord:
         if not record.result:
@@ -343,21 +342,3 @@ class Client:
             for name, item in record.result.items()
         }
         return record.model_copy(update={"result": result})
-
-
-def _adapter_checks(provider: str, check: Callable[[JobSpec], None], spec: JobSpec) -> None:
-    """The adapter's model rules. Whatever else an adapter raises on odd input is still the
-    input's fault: it becomes ``InvalidSpec`` (and is logged), never a server error."""
-    try:
-        check(spec)
-    except InvalidSpec:
-        raise
-    except Exception as exc:
-        log.exception("%s: validating a spec failed", provider)
-        raise InvalidSpec(
-            "spec", f"{provider} cannot take this spec ({type(exc).__name__})"
-        ) from None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

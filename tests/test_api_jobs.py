@@ -25,7 +25,7 @@ from devstack.env import settings_env
 from producer import api, web
 from producer.client import Client
 from tests.conftest import API_TOKEN, KEYS, LiveStack
-from workers import keys
+from workers import enqueue, keys
 
 AUTH = {"authorization": f"Bearer {API_TOKEN}"}
 GOOD = {"provider": "zhipu", "model": "cogvideox-flash", "prompt": "a lighthouse at dusk"}
@@ -109,39 +109,51 @@ def test_an_idempotency_key_of_another_producer_is_a_conflict_not_its_job(local:
 # -- batches -------------------------------------------------------------------------------
 
 
-class PipelineSpy:
-    """Records every pipeline a test's requests execute: its commands' names."""
+class CommandSpy:
+    """Records the name (and the script sha, for EVALSHA) of every command a test's requests
+    send, in pipelines or not."""
 
     def __init__(self, patch: pytest.MonkeyPatch) -> None:
-        self.executed: list[list[str]] = []
-        original = redis.client.Pipeline.execute
+        self.sent: list[str] = []
+        pack: Any = redis.connection.Connection.pack_commands
+        send: Any = redis.connection.Connection.send_command
 
-        def execute(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> Any:
-            self.executed.append([str(c[0][0]) for c in pipe.command_stack])
-            return original(pipe, raise_on_error)
+        def pack_commands(conn: Any, commands: Any) -> Any:
+            self.sent += [self._name(c) for c in commands]
+            return pack(conn, commands)
 
-        patch.setattr(redis.client.Pipeline, "execute", execute)
+        def send_command(conn: Any, *args: Any, **options: Any) -> Any:
+            self.sent.append(self._name(args))
+            return send(conn, *args, **options)
 
-    def with_command(self, name: str) -> list[list[str]]:
-        return [names for names in self.executed if name in names]
+        patch.setattr(redis.connection.Connection, "pack_commands", pack_commands)
+        patch.setattr(redis.connection.Connection, "send_command", send_command)
+
+    @staticmethod
+    def _name(args: Any) -> str:
+        name = str(args[0])
+        return f"{name} {args[1]}" if name == "EVALSHA" else name
 
 
-def test_a_batch_of_1000_is_created_in_one_redis_round_trip(
+def test_a_batch_of_1000_is_created_by_one_script_call_and_never_read_back(
     local: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app, store = local
     specs = [{**GOOD, "labels": {"n": str(i)}} for i in range(1000)]
-    spy = PipelineSpy(monkeypatch)
+    create = f"EVALSHA {hashlib.sha1(enqueue.CREATE.encode()).hexdigest()}"  # noqa: S324
+    store.script_load(enqueue.CREATE)
+    spy = CommandSpy(monkeypatch)
     # When a batch of 1,000 specs is posted
     started = time.monotonic()
     answer = app.post("/v1/jobs/batch", json={"jobs": specs}, headers=bearer("token-a"))
     took = time.monotonic() - started
-    # Then all 1,000 are created, in order, by one pipeline of 1,000 CREATE scripts
+    # Then all 1,000 are created, in order, by one CREATE call, and no record is read back
     assert answer.status_code == 202, answer.text
     jobs = answer.json()["jobs"]
     assert [j["spec"]["labels"]["n"] for j in jobs] == [str(i) for i in range(1000)]
     assert len({j["id"] for j in jobs}) == 1000
-    assert [names.count("EVALSHA") for names in spy.with_command("EVALSHA")] == [1000]
+    assert spy.sent.count(create) == 1
+    assert not {"HGETALL", "HGET", "MGET"} & set(spy.sent)
     assert store.zcard(keys.all_jobs()) == 1000
     assert store.zcard(keys.by_producer(web.identity("token-a"))) == 1000
     assert took < 20

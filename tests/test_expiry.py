@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -16,13 +15,12 @@ import pytest
 import redis
 
 from config.celery import make_app
-from producer.client import new_job_id
+from producer.batch import new_job_id
 from tests.conftest import KEYS, LiveStack
-from workers import delivery, keys, outcomes, pipeline, polling, schedule, steps
+from workers import delivery, outcomes, pipeline, polling, schedule, steps
 from workers.deps import Deps, build
 from workers.jobs import JobSpec, State
 from workers.steps import Step
-from workers.sweep import resend_overdue
 
 
 def test_the_sooner_a_url_expires_the_more_urgent_its_mirror() -> None:
@@ -98,29 +96,3 @@ def test_a_mirror_whose_url_expired_gets_a_fresh_one_from_the_provider(
     expected = live.sim("GET", f"/_sim/tasks/{record.provider_task_id}/sha256")
     assert record.result is not None
     assert record.result["video"]["sha256"] == expected["video"]
-
-
-def test_a_mirror_resent_by_the_sweep_keeps_its_urgency(
-    in_process: tuple[LiveStack, Deps],
-) -> None:
-    # Given a job whose mirror was dropped (a killed worker) and is long overdue
-    _, d = in_process
-    spec = JobSpec(provider="zhipu", model="cogvideox-flash", prompt="a kite over dunes")
-    created = d.store.create(new_job_id(), spec)
-    assert created is not None
-    job_id = created[0]
-    finished = "2020-01-01T00:00:00.000000Z"  # its URLs (a day's life) are about to go
-    d.store.transition(job_id, (State.QUEUED,), State.SUBMITTING)
-    d.store.transition(job_id, (State.SUBMITTING,), State.RUNNING)
-    d.store.transition(
-        job_id,
-        (State.RUNNING,),
-        State.MIRRORING,
-        step_s=0,
-        fields={"provider_finished_at": finished, "task_extra": json.dumps({})},
-    )
-    d.redis.zadd(keys.due(), {job_id: 0})
-    # When the sweep re-sends it
-    resent = [s for s in resend_overdue(d) if s.job_id == job_id]
-    # Then as the most urgent mirror
-    assert resent == [Step("mirror", job_id, priority=0)]
