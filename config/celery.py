@@ -14,16 +14,14 @@ from celery.signals import worker_init
 from kombu import Exchange, Queue
 
 from config import providers
-from config.providers import MAX_COUNTDOWN_S
 from config.settings import Settings, get_settings
 from workers.errors import ConfigError
 from workers.steps import QUEUES, TASKS
 
-# Redis re-delivers a message that stays un-acked this long. ETA messages (poll countdowns)
-# sit un-acked in a worker until due, so this must be far above every countdown (<= 60 s) and
-# above the longest mirror; lost messages are re-sent much sooner by the sweep.
+# Redis re-delivers a message that stays un-acked this long: it must be above the longest step
+# (a mirror: < 30 min). No message waits un-acked for a countdown (scheduled steps wait in
+# Redis: workers.due), and lost messages are re-sent much sooner by the due pollers.
 VISIBILITY_TIMEOUT_S: Final = 3600
-assert VISIBILITY_TIMEOUT_S > 10 * MAX_COUNTDOWN_S
 
 
 def make_app(settings: Settings) -> Celery:
@@ -61,10 +59,7 @@ def make_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         # One message at a time per process: a busy process does not sit on others' work.
         worker_prefetch_multiplier=1,
-        # ETA messages (scheduled polls) are held in worker memory until due; bound how many.
-        worker_eta_task_limit=2000,
-        # On SIGTERM, give running tasks time to finish before the cold shutdown re-queues them,
-        # also when the worker is idle but holds ETA messages.
+        # On SIGTERM, give running tasks time to finish before the cold shutdown re-queues them.
         worker_soft_shutdown_timeout=20.0,
         worker_enable_soft_shutdown_on_idle=True,
         # A lost broker connection (a Redis restart) must not cut short a running step. Redis
@@ -87,6 +82,8 @@ def make_app(settings: Settings) -> Celery:
             }
         },
     )
+    # Every worker publishes the steps that fall due (scheduled in Redis, not parked in memory).
+    app.steps["worker"].add("workers.due:DuePollerStep")
     return app
 
 

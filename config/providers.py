@@ -21,8 +21,10 @@ from workers.errors import ConfigError
 
 # One adapter module per kind: workers/providers/{kind}.py (see workers.providers).
 KINDS: Final = frozenset({"zhipu", "openai", "gateway", "ark", "kling"})
-# Countdowns must stay far below the broker's visibility timeout (DESIGN.md §3).
-MAX_COUNTDOWN_S: Final = 60.0
+# The longest wait before a step (a poll, a webhook retry). Scheduled steps wait in Redis, not in
+# a broker message (workers.due), so this bounds only how long a misconfigured provider can leave
+# a job unlooked-at.
+MAX_COUNTDOWN_S: Final = 3600.0
 
 
 @dataclass(frozen=True)

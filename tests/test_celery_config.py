@@ -5,7 +5,6 @@ from __future__ import annotations
 import redis
 
 from config.celery import VISIBILITY_TIMEOUT_S, app, make_app
-from config.providers import MAX_COUNTDOWN_S
 from tests.conftest import LiveStack
 from workers import steps
 
@@ -35,8 +34,10 @@ def test_reliability_settings_are_set() -> None:
     assert conf.task_create_missing_queues is False
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     assert conf.broker_transport_options["visibility_timeout"] == VISIBILITY_TIMEOUT_S
-    assert VISIBILITY_TIMEOUT_S >= 10 * MAX_COUNTDOWN_S
-    assert conf.worker_eta_task_limit and conf.worker_enable_soft_shutdown_on_idle
+    # No countdown message is parked in a worker (scheduled steps wait in Redis), so no limit
+    # on them is needed: a limit that is reached stops the worker consuming (DESIGN §3).
+    assert conf.worker_eta_task_limit is None
+    assert "workers.due:DuePollerStep" in app.steps["worker"]
     assert {q.name for q in conf.task_queues} == set(steps.QUEUES.values())
 
 

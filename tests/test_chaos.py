@@ -14,14 +14,13 @@ import pytest
 import redis
 
 from config import providers as provider_config
-from config.celery import make_app
 from config.settings import Settings
 from devstack.env import LOCAL_DEFAULTS
 from devstack.ports import free_ports
 from devstack.stack import Stack
 from producer.client import Client
 from tests import chaos
-from workers import steps
+from workers import keys
 from workers.jobs import JobRecord, State
 
 # About 45 s: stack start, 60 jobs enqueued over 20 s with a worker SIGKILLed every ~6 s and
@@ -111,23 +110,29 @@ def _worker_log(stack: Stack) -> str:
     return stack.processes.log_path("worker1").read_text()
 
 
-def test_a_worker_holding_scheduled_polls_survives_a_redis_restart(
+def test_a_poll_scheduled_in_redis_survives_a_sigkilled_worker_and_a_redis_restart(
     restart_stack: RestartStack,
 ) -> None:
-    # Given a worker holding un-acked messages (scheduled polls), as a vidqueue worker always does
-    stack, settings = restart_stack.stack, restart_stack.settings
-    app = make_app(settings)
-    steps.send(app, [steps.Step("poll", f"no-such-job-{i}", 50.0) for i in range(2)])
-    time.sleep(1.5)
-    # When Redis restarts (gracefully, as an upgrade or a failover would)
-    stack.restart("redis")
-    # Then the worker reconnects instead of exiting, and takes new work
-    after = app.send_task(steps.TASKS["poll"], args=["no-such-job-x"], queue="poll")
+    # Given a running job whose next poll is scheduled in Redis (a 4 s generation)
+    stack, client = restart_stack.stack, restart_stack.client
+    httpx.post(f"{restart_stack.sim}/_sim/options", json={"gen_time_s": 4.0}).raise_for_status()
+    job = client.enqueue({"provider": "p", "model": "cogvideox-flash", "prompt": "a slow tide"})
     deadline = time.monotonic() + 30
-    while f"{after.id}] succeeded" not in _worker_log(stack):
-        assert stack.is_running("worker1"), _worker_log(stack)[-3000:]
-        assert time.monotonic() < deadline, "the worker took no new task after the restart"
+    while (record := _get(client, job.id)) is None or record.state != State.RUNNING:
+        assert time.monotonic() < deadline, record
+        time.sleep(0.05)
+    # When the worker is SIGKILLed, then Redis restarts, then a new worker starts
+    stack.kill("worker1")
+    assert client.deps.redis.zscore(keys.due(), job.id) is not None
+    stack.restart("redis")
+    stack.start_worker("worker1", concurrency=2)
+    # Then the poll chain goes on from Redis and the job succeeds, polled by one chain only
+    deadline = time.monotonic() + 60
+    while (record := _get(client, job.id)) is None or record.state != State.SUCCEEDED:
+        assert time.monotonic() < deadline, (record, _worker_log(stack)[-2000:])
         time.sleep(0.2)
+    httpx.post(f"{restart_stack.sim}/_sim/options", json={"gen_time_s": 0.2}).raise_for_status()
+    assert record.polls <= 15
     assert "Unrecoverable error" not in _worker_log(stack)
 
 

@@ -229,6 +229,8 @@ def test_the_first_poll_is_learned_from_recent_durations(
     redis_db: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KEY_A", "secret-a")
+    # (A process reads the durations at most every 30 s; this test wants them at once.)
+    monkeypatch.setattr("workers.deps.DURATIONS_REFRESH_S", 0.0)
     d = _deps(redis_db, catalogue(first_poll_s=2), FakeZhipu())
     # Given no history, the first poll is the configured floor and polls back off
     job(d.store, "cold", producer="A")

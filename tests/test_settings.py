@@ -150,7 +150,7 @@ def test_a_key_override_sets_that_keys_cap_only() -> None:
         pytest.param({"base_url": "ftp://x/v4"}, "providers.zhipu.base_url", id="not-http"),
         pytest.param({"max_inflight": 5}, "providers.zhipu.max_inflight", id="unknown-field"),
         pytest.param({"api_key_env": []}, "providers.zhipu.api_key_env", id="no-keys"),
-        pytest.param({"first_poll_s": 120}, "providers.zhipu.first_poll_s", id="countdown"),
+        pytest.param({"first_poll_s": 7200}, "providers.zhipu.first_poll_s", id="countdown"),
         pytest.param(
             {"keys": {"ZHIPUAI_API_KEY": {"max_in_flight": 0}}},
             "providers.zhipu.keys.ZHIPUAI_API_KEY.max_in_flight",

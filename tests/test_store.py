@@ -327,12 +327,34 @@ def test_step_s_schedules_the_step_and_its_due_time_by_redis_time(
     earliest = redis_now_ms(redis_db)
     store.transition("job-1", [State.RUNNING], None, step_s=5)
     latest = redis_now_ms(redis_db)
-    # Then step_until is now + 5 s, and it is due at now + 5 s + grace
-    step_until = int(store.fields("job-1")["step_until"])
+    # Then step_until is now + 5 s, it is due (to be published by a due poller) at the same
+    # time, and it is not marked sent
+    fields = store.fields("job-1")
+    step_until = int(fields["step_until"])
     assert earliest + 5000 <= step_until <= latest + 5000
+    assert redis_db.zscore(keys.due(), "job-1") == step_until
+    assert "sent" not in fields
+
+
+def test_step_s_0_marks_the_step_sent_and_due_for_a_check_after_the_grace(
+    store: Store, redis_db: redis.Redis
+) -> None:
+    # Given a running job
+    job_in(store, "job-1", State.RUNNING)
+    # When its next step is published right away (step_s=0)
+    earliest = redis_now_ms(redis_db)
+    store.transition("job-1", [State.RUNNING], None, step_s=0)
+    latest = redis_now_ms(redis_db)
+    # Then it is marked sent now, claimable now, and due for a check after the grace
+    fields = store.fields("job-1")
+    assert earliest <= int(fields["sent"]) <= latest
+    assert int(fields["step_until"]) == int(fields["sent"])
     due = redis_db.zscore(keys.due(), "job-1")
     assert due is not None
-    assert earliest + 5000 + GRACE_S * 1000 <= due <= latest + 5000 + GRACE_S * 1000
+    assert earliest + GRACE_S * 1000 <= due <= latest + GRACE_S * 1000
+    # And a claim clears the mark (the message arrived)
+    assert store.claim("job-1", [State.RUNNING], lease_s=10).ok
+    assert "sent" not in store.fields("job-1")
 
 
 def test_clear_step_drops_the_schedule(store: Store, redis_db: redis.Redis) -> None:
@@ -493,11 +515,3 @@ def test_an_expired_finished_record_leaves_the_indexes(store: Store, redis_db: r
     assert store.prune_expired(ttl_s=0) == 1
     assert store.count_by_state()["cancelled"] == 0
     assert redis_db.zscore(keys.all_jobs(), "job-1") is None
-
-
-def test_overdue_lists_jobs_past_due_by_more_than_the_grace(
-    store: Store, redis_db: redis.Redis
-) -> None:
-    now = redis_now_ms(redis_db)
-    redis_db.zadd(keys.due(), {"late": now - 5000, "early": now + 60_000})
-    assert store.overdue() == ["late"]

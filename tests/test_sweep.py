@@ -1,4 +1,4 @@
-"""The periodic sweep against a real Redis: re-sending overdue steps, reclaiming leases.
+"""The periodic sweep against a real Redis: reclaiming leases, dispatching free slots.
 
 Time is moved by writing the due and lease scores into the past (by Redis TIME), so each test
 says exactly how late a job is, and nothing waits.
@@ -17,11 +17,12 @@ from config.providers import Catalogue, ProviderConfig, parse
 from config.settings import Settings
 from workers import keys
 from workers.deps import Deps
+from workers.due import publish_due
 from workers.gate import Gate
 from workers.jobs import JobSpec, State
 from workers.steps import Step
 from workers.store import Store
-from workers.sweep import reclaim_leases, resend_overdue, sweep
+from workers.sweep import reclaim_leases, sweep
 
 GRACE_S = 1.0
 LEASE_S = 300.0
@@ -119,79 +120,6 @@ def lease(d: Deps, job_id: str) -> float | None:
     return d.redis.zscore(keys.gate("sim", KEY), job_id)
 
 
-# -- overdue steps -------------------------------------------------------------------------
-
-
-def test_an_overdue_running_job_gets_its_poll_re_sent_and_claimable(deps: Deps) -> None:
-    # Given a running job whose poll came due, was claimed by a worker, and the worker died
-    in_state(deps, "job-1", State.RUNNING)
-    deps.store.transition("job-1", [State.RUNNING], None, step_s=0)
-    assert deps.store.claim("job-1", [State.RUNNING], lease_s=30).ok
-    assert not deps.store.claim("job-1", [State.RUNNING], lease_s=30).ok
-    overdue(deps, "job-1")
-    # When the sweep runs
-    earliest = redis_now_ms(deps.redis)
-    steps = sweep(deps)
-    latest = redis_now_ms(deps.redis)
-    # Then a poll is re-sent, due again only after another grace period
-    assert steps == [Step("poll", "job-1")]
-    due = deps.redis.zscore(keys.due(), "job-1")
-    assert due is not None
-    assert earliest + GRACE_S * 1000 <= due <= latest + GRACE_S * 1000
-    assert deps.store.events("job-1")[-1]["event"] == "sweep re-sent poll"
-    # And the re-sent poll can claim the step
-    assert deps.store.claim("job-1", [State.RUNNING], lease_s=30).ok
-
-
-def test_a_re_sent_step_is_not_re_sent_again_by_an_immediate_second_sweep(deps: Deps) -> None:
-    # Given a running job whose poll the sweep just re-sent
-    in_state(deps, "job-1", State.RUNNING)
-    overdue(deps, "job-1")
-    assert sweep(deps) == [Step("poll", "job-1")]
-    # When the sweep runs again right away
-    steps = sweep(deps)
-    # Then nothing is re-sent
-    assert steps == []
-
-
-def test_an_overdue_queued_job_holding_a_slot_gets_its_submit_re_sent(deps: Deps) -> None:
-    # Given a dispatched job whose submit message was lost
-    in_state(deps, "job-1", State.QUEUED)
-    overdue(deps, "job-1")
-    # When the sweep runs
-    steps = sweep(deps)
-    # Then its submit is re-sent, and the re-sent submit can claim the step
-    assert steps == [Step("submit", "job-1")]
-    assert deps.store.claim("job-1", [State.QUEUED], lease_s=15).ok
-
-
-def test_an_overdue_queued_job_without_a_key_is_only_cleared_from_due(deps: Deps) -> None:
-    # Given a queued job holding no slot, yet listed as due
-    deps.store.create("job-1", spec())
-    overdue(deps, "job-1")
-    # When the overdue steps are re-sent
-    steps = resend_overdue(deps)
-    # Then no submit is sent (it has no slot), and it is no longer due
-    assert steps == []
-    assert deps.redis.zscore(keys.due(), "job-1") is None
-    assert deps.store.fields("job-1")["state"] == State.QUEUED
-    assert deps.gate.waiting("sim") == 1
-
-
-def test_an_overdue_entry_of_a_gone_job_is_dropped(deps: Deps) -> None:
-    overdue(deps, "ghost")
-    assert resend_overdue(deps) == []
-    assert deps.redis.zscore(keys.due(), "ghost") is None
-
-
-def test_a_step_not_yet_past_the_grace_is_left_alone(deps: Deps) -> None:
-    # Given a running job whose poll was due a moment ago, within the grace
-    in_state(deps, "job-1", State.RUNNING)
-    deps.redis.zadd(keys.due(), {"job-1": redis_now_ms(deps.redis) - 100})
-    # When the sweep runs, then nothing is re-sent
-    assert sweep(deps) == []
-
-
 # -- leases --------------------------------------------------------------------------------
 
 
@@ -276,23 +204,6 @@ def test_a_lease_not_yet_expired_is_left_alone(deps: Deps) -> None:
     assert lease(deps, "job-1") == before
 
 
-def test_a_submit_unknown_job_past_its_step_gives_its_slot_back_and_stays_parked(
-    deps: Deps,
-) -> None:
-    # Given a job parked as submit_unknown, holding its slot, now past its provider deadline
-    in_state(deps, "job-1", State.SUBMIT_UNKNOWN)
-    overdue(deps, "job-1")
-    # When the sweep runs
-    steps = sweep(deps)
-    # Then its slot is released, nothing is re-sent, and it stays submit_unknown, unscheduled
-    assert steps == []
-    assert lease(deps, "job-1") is None
-    fields = deps.store.fields("job-1")
-    assert fields["state"] == State.SUBMIT_UNKNOWN
-    assert "at_provider" not in fields
-    assert deps.redis.zscore(keys.due(), "job-1") is None
-
-
 # -- dispatch ------------------------------------------------------------------------------
 
 
@@ -320,32 +231,14 @@ def test_a_slot_freed_from_a_submit_unknown_job_goes_to_the_next_waiting_job(dep
     in_state(deps, "parked", State.SUBMIT_UNKNOWN)
     overdue(deps, "parked")
     deps.store.create("next", spec())
-    # When the sweep runs, then the waiting job gets the slot
+    # When a due poller gives the parked job's slot back and the sweep runs, then the waiting
+    # job gets the slot
+    assert publish_due(deps, object()) == 1
     assert sweep(deps) == [Step("submit", "next")]
     assert deps.gate.holders("sim", KEY) == ["next"]
 
 
 # -- races with a live step ----------------------------------------------------------------
-
-
-def test_a_step_claimed_while_the_sweep_decides_is_not_re_sent_over_the_claim(
-    deps: Deps, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a dispatched job whose late submit claims its step just after the sweep listed it
-    in_state(deps, "job-1", State.QUEUED)
-    overdue(deps, "job-1")
-    listed = deps.store.overdue
-
-    def overdue_then_claimed(limit: int = 500) -> list[str]:
-        ids = listed(limit)
-        assert deps.store.claim("job-1", [State.QUEUED, State.SUBMITTING], lease_s=65).ok
-        return ids
-
-    monkeypatch.setattr(deps.store, "overdue", overdue_then_claimed)
-    # When the sweep re-sends what it listed
-    resend_overdue(deps)
-    # Then the copy it may have sent cannot claim the step the first submit holds
-    assert not deps.store.claim("job-1", [State.QUEUED, State.SUBMITTING], lease_s=65).ok
 
 
 def test_a_lease_renewed_while_the_sweep_decides_is_not_released(
@@ -367,3 +260,33 @@ def test_a_lease_renewed_while_the_sweep_decides_is_not_released(
     reclaim_leases(deps)
     # Then the freshly renewed lease is still held
     assert lease(deps, "job-1") is not None
+
+
+def test_a_step_claimed_while_a_poller_takes_it_cannot_be_claimed_by_the_copy(
+    deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a dispatched job whose late submit claims its step just after a due poller took it
+    in_state(deps, "job-1", State.QUEUED)
+    overdue(deps, "job-1")
+    taken = deps.store.take_due
+
+    def taken_then_claimed(limit: int = 500) -> Any:
+        jobs = taken(limit)
+        assert deps.store.claim("job-1", [State.QUEUED, State.SUBMITTING], lease_s=65).ok
+        return jobs
+
+    monkeypatch.setattr(deps.store, "take_due", taken_then_claimed)
+    # When the poller publishes what it took (a copy of the submit)
+    publish_due(deps, _NoSend())
+    # Then the copy cannot claim the step the first submit holds
+    assert not deps.store.claim("job-1", [State.QUEUED, State.SUBMITTING], lease_s=65).ok
+
+
+class _NoSend:
+    def producer_or_acquire(self) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def send_task(self, *_: Any, **__: Any) -> None:
+        pass

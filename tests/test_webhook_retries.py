@@ -1,5 +1,5 @@
 """Webhook retries: backoff over up to 24 hours, every attempt in the job's timeline, long waits
-scheduled in Redis (for the sweep) rather than as Celery countdowns."""
+scheduled in Redis (for the due pollers) rather than as Celery countdowns."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 
 from config.providers import MAX_COUNTDOWN_S
 from tests.conftest import LiveStack
-from workers import delivery, keys, sweep
+from workers import delivery, due, keys
 from workers.deps import Deps, build
 from workers.jobs import JobSpec, State, isoformat, utcnow
 
@@ -104,7 +104,7 @@ def test_a_failing_receiver_gets_the_webhook_again_until_it_takes_it(
     assert "HTTP 503" in failed[0] and events[-1] == "webhook delivered"
 
 
-# -- long waits, through the sweep (on an idle database, driven step by step) --------------
+# -- long waits, through the due pollers (on an idle database, driven step by step) --------
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def _step_until_s(d: Deps, job_id: str) -> float:
     return int(raw) / 1000 - time.time()
 
 
-def test_a_long_wait_is_no_celery_countdown_and_the_sweep_sends_it_when_due(
+def test_a_long_wait_is_no_celery_countdown_and_a_due_poller_sends_it_when_due(
     deps: Deps, receiver: str
 ) -> None:
     # Given a job whose webhook already failed 3 times (the next wait is ~120 s)
@@ -143,14 +143,15 @@ def test_a_long_wait_is_no_celery_countdown_and_the_sweep_sends_it_when_due(
     job_id = _finished_job(deps, receiver, attempts=3)
     # When the 4th attempt fails too
     steps = delivery.notify(job_id, deps)
-    # Then no Celery step is returned, and the next attempt is due in Redis in ~2 minutes
-    assert steps == []
+    # Then the next attempt is due in Redis in ~2 minutes: a scheduled step, which no worker
+    # publishes before it is due (no countdown message)
+    assert [(s.task, s.countdown_s > 100) for s in steps] == [("notify", True)]
     assert 100 < _step_until_s(deps, job_id) < 140
     assert "webhook attempt 4 failed" in deps.store.events(job_id)[-1]["event"]
-    assert sweep.resend_overdue(deps) == []  # not due yet
-    # When the time has come (the due time moved into the past), the sweep re-sends it
+    assert due.due_steps(deps) == (0, [])  # not due yet
+    # When the time has come (the due time moved into the past), a due poller sends it
     deps.redis.zadd(keys.due(), {job_id: (time.time() - 60) * 1000})
-    [step] = sweep.resend_overdue(deps)
+    [step] = due.due_steps(deps)[1]
     assert (step.task, step.job_id) == ("notify", job_id)
     # And the attempt it sends is delivered
     assert delivery.notify(job_id, deps) == []
@@ -158,7 +159,7 @@ def test_a_long_wait_is_no_celery_countdown_and_the_sweep_sends_it_when_due(
     assert deps.redis.hget(keys.job(job_id), "notify") == b"delivered"
 
 
-def test_short_waits_are_celery_countdowns(deps: Deps, receiver: str) -> None:
+def test_short_waits_are_scheduled_steps_too(deps: Deps, receiver: str) -> None:
     FlakyReceiver.failures = 1
     job_id = _finished_job(deps, receiver, attempts=0)
     [step] = delivery.notify(job_id, deps)

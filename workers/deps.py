@@ -6,8 +6,10 @@ against their own Redis, S3 and simulator, and no client is created at import ti
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Final
 
 import httpx
 import redis
@@ -24,6 +26,8 @@ from workers.stats import Stats
 from workers.storage import Storage
 from workers.store import Store
 
+DURATIONS_REFRESH_S: Final = 30.0
+
 
 @dataclass
 class Deps:
@@ -34,6 +38,7 @@ class Deps:
     gate: Gate
     _providers: dict[str, VideoProvider] = field(default_factory=dict)
     _keys: dict[tuple[str, str], ApiKey] = field(default_factory=dict)
+    _durations: dict[tuple[str, str], tuple[float, list[float]]] = field(default_factory=dict)
 
     def config(self, provider: str) -> ProviderConfig:
         return self.catalogue.get(provider)
@@ -54,6 +59,23 @@ class Deps:
             raise ConfigError(
                 f"providers.{provider}: key {key_id} is no longer configured"
             ) from None
+
+    @cached_property
+    def longest_request_s(self) -> float:
+        """The longest request timeout of any provider: a step claims its job for a lease
+        derived from it before it has read which provider the job is for (one read less)."""
+        return max((c.request_timeout_s for c in self.catalogue.providers.values()), default=30.0)
+
+    def recent_durations(self, provider: str, model: str) -> list[float]:
+        """The model's recent generation times (for the first poll's timing), read from Redis
+        at most every ``DURATIONS_REFRESH_S`` per process: they change slowly, and a submit
+        should not read 200 numbers each time."""
+        now = time.monotonic()
+        cached = self._durations.get((provider, model))
+        if cached is None or cached[0] < now:
+            cached = (now + DURATIONS_REFRESH_S, self.stats.durations(provider, model))
+            self._durations[(provider, model)] = cached
+        return cached[1]
 
     @cached_property
     def http(self) -> httpx.Client:
@@ -82,3 +104,14 @@ def build(settings: Settings, catalogue: Catalogue | None = None) -> Deps:
         store=Store(client, grace_s=settings.sweep_grace_s),
         gate=Gate(client),
     )
+
+
+def warm(d: Deps) -> Deps:
+    """Build every client a step may need now (HTTP pool, provider adapters, S3, the Lua
+    scripts in Redis), so that no step pays for it: the first task of a fresh worker is as
+    fast as its thousandth."""
+    for name in d.catalogue.providers:
+        d.provider(name)
+    _ = d.storage, d.limiter, d.stats
+    d.redis.ping()
+    return d

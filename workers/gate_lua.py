@@ -75,7 +75,7 @@ while progress do
       local id, fair = next_job()
       if not id then return out end
       local key_id = ARGV[4 + 2 * i]
-      redis.call('HSET', base .. 'job:' .. id, 'key_id', key_id, 'step_until', now)
+      redis.call('HSET', base .. 'job:' .. id, 'key_id', key_id, 'step_until', now, 'sent', now)
       redis.call('ZADD', KEYS[3 + i], now + tonumber(ARGV[2]), id)
       redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
       redis.call('HINCRBY', KEYS[3], fair, 1)

@@ -21,7 +21,8 @@ Layout (all under ``vq:``):
 - ``vq:durations:{provider}:{model}`` list recent generation times (ms), newest first
 - ``vq:stats:{provider}:{key}:{minute}`` hash requests per minute (submit, poll, download, 429)
 - ``vq:hist:{metric}``       hash   histogram buckets, sum and count for /metrics
-- ``vq:due``                 zset   job id → when its next step is overdue (ms); the sweep's list
+- ``vq:due``                 zset   job id → when its step is to be published (a scheduled
+  step) or checked (a sent or claimed one), ms: the due pollers' list (``workers.due``)
 """
 
 from __future__ import annotations

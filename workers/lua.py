@@ -15,82 +15,61 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS[1] = job hash, KEYS[2] = the waiting zset of the job's provider and fair-share key,
-# KEYS[3] = all-jobs zset, KEYS[4] = sequence, KEYS[5] = idempotency key (may be an unused name
-# when ARGV[4] == ''), KEYS[6] = events list, KEYS[7] = the producer's jobs zset,
-# KEYS[8] = the provider's fair zset (fair-share key → score of its first waiting job).
-# The fields must include 'fair' (the fair-share key).
-# ARGV[1] = prefix, ARGV[2] = job id, ARGV[3] = priority, ARGV[4] = idempotency key or '',
-# ARGV[5] = idempotency TTL s, ARGV[6] = event JSON, ARGV[7..] = field, value pairs.
-# Returns {job id, 1} when created, {existing job id, 0} when the idempotency key was taken.
-CREATE: Final = (
-    NOW
-    + """
-if ARGV[4] ~= '' then
-  local existing = redis.call('GET', KEYS[5])
-  if existing then return {existing, 0} end
-  redis.call('SET', KEYS[5], ARGV[2], 'EX', tonumber(ARGV[5]))
-end
-local seq = redis.call('INCR', KEYS[4])
-local score = (9 - tonumber(ARGV[3])) * 1099511627776 + seq
-redis.call('HSET', KEYS[1], 'score', score, unpack(ARGV, 7))
-redis.call('ZADD', KEYS[2], score, ARGV[2])
-local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-redis.call('ZADD', KEYS[8], head[2], redis.call('HGET', KEYS[1], 'fair'))
-redis.call('ZADD', KEYS[3], now, ARGV[2])
-redis.call('ZADD', KEYS[7], now, ARGV[2])
-redis.call('SADD', ARGV[1] .. ':producers', KEYS[7])
-redis.call('SADD', ARGV[1] .. ':state:queued', ARGV[2])
-redis.call('RPUSH', KEYS[6], ARGV[6])
-return {ARGV[2], 1}
-"""
-)
-
 # KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = events list.
 # ARGV[1] = prefix, ARGV[2] = job id, ARGV[3] = allowed current states (',a,b,'),
 # ARGV[4] = new state ('' = stay), ARGV[5] = step offset ms ('' = leave, '-' = clear),
 # ARGV[6] = due offset ms, ARGV[7] = event JSON ('' = none), ARGV[8] = TTL s when terminal,
 # ARGV[9] = field to increment ('' = none), ARGV[10] = events cap, ARGV[11..] = field, value
 # pairs (an empty value deletes the field).
+# A step offset of 0 means the caller publishes the step's message right away: the job is
+# marked 'sent' (and due again for a check after the due offset). A later step is only
+# scheduled: the due zset holds it until a worker's due poller publishes it (workers.due).
 # Returns {1, previous state} on success, {0, current state or ''} when refused.
 TRANSITION: Final = (
     NOW
     + """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state or not string.find(ARGV[3], ',' .. state .. ',', 1, true) then
+local job_key, due_key, events_key = KEYS[1], KEYS[2], KEYS[3]
+local job_id, allowed, to, step, due = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local event, ttl, incr, events_max = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local state = redis.call('HGET', job_key, 'state')
+if not state or not string.find(allowed, ',' .. state .. ',', 1, true) then
   return {0, state or ''}
 end
 for i = 11, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
-  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  if ARGV[i + 1] == '' then redis.call('HDEL', job_key, ARGV[i])
+  else redis.call('HSET', job_key, ARGV[i], ARGV[i + 1]) end
 end
-if ARGV[9] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[9], 1) end
-if ARGV[5] == '-' then
-  redis.call('HDEL', KEYS[1], 'step_until')
-  redis.call('ZREM', KEYS[2], ARGV[2])
-elseif ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], 'step_until', now + tonumber(ARGV[5]))
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), ARGV[2])
+if incr ~= '' then redis.call('HINCRBY', job_key, incr, 1) end
+if step == '-' then
+  redis.call('HDEL', job_key, 'step_until', 'sent')
+  redis.call('ZREM', due_key, job_id)
+elseif step ~= '' then
+  redis.call('HSET', job_key, 'step_until', now + tonumber(step))
+  redis.call('ZADD', due_key, now + tonumber(due), job_id)
+  if tonumber(step) == 0 then redis.call('HSET', job_key, 'sent', now)
+  else redis.call('HDEL', job_key, 'sent') end
 end
-if ARGV[4] ~= '' and ARGV[4] ~= state then
-  redis.call('HSET', KEYS[1], 'state', ARGV[4])
-  redis.call('SREM', ARGV[1] .. ':state:' .. state, ARGV[2])
-  redis.call('SADD', ARGV[1] .. ':state:' .. ARGV[4], ARGV[2])
-  if ARGV[8] ~= '' then
-    redis.call('EXPIRE', KEYS[1], tonumber(ARGV[8]))
-    redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
+if to ~= '' and to ~= state then
+  redis.call('HSET', job_key, 'state', to)
+  redis.call('SREM', ARGV[1] .. ':state:' .. state, job_id)
+  redis.call('SADD', ARGV[1] .. ':state:' .. to, job_id)
+  if ttl ~= '' then
+    redis.call('EXPIRE', job_key, tonumber(ttl))
+    redis.call('EXPIRE', events_key, tonumber(ttl))
   end
 end
-if ARGV[7] ~= '' then
-  redis.call('RPUSH', KEYS[3], ARGV[7])
-  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[10]), -1)
+if event ~= '' then
+  redis.call('RPUSH', events_key, event)
+  redis.call('LTRIM', events_key, -tonumber(events_max), -1)
 end
 return {1, state}
 """
 )
 
 # A task claims its step before doing anything, so that of two copies of the same step (a
-# redelivered message, a sweep re-send) only one runs; the other finds the step taken and exits.
+# redelivered message, a re-send) only one runs; the other finds the step taken and exits.
+# The claim clears 'sent' (the message has arrived) and makes the job due again when the claim
+# lapses, so a step whose worker died is re-sent by a due poller (workers.due).
 # KEYS[1] = job hash, KEYS[2] = due zset.
 # ARGV[1] = job id, ARGV[2] = allowed states (',a,b,'), ARGV[3] = lease ms (how long the step
 # may take), ARGV[4] = due offset ms, ARGV[5] = tolerance ms (a step may start this early).
@@ -99,44 +78,89 @@ return {1, state}
 CLAIM: Final = (
     NOW
     + """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state or not string.find(ARGV[2], ',' .. state .. ',', 1, true) then
+local job_key, due_key = KEYS[1], KEYS[2]
+local job_id, allowed, lease, due, tolerance = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local state = redis.call('HGET', job_key, 'state')
+if not state or not string.find(allowed, ',' .. state .. ',', 1, true) then
   return {0, state or ''}
 end
-local step_until = tonumber(redis.call('HGET', KEYS[1], 'step_until') or '0')
-if now + tonumber(ARGV[5]) < step_until then return {-1, state} end
-redis.call('HSET', KEYS[1], 'step_until', now + tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+local step_until = tonumber(redis.call('HGET', job_key, 'step_until') or '0')
+if now + tonumber(tolerance) < step_until then return {-1, state} end
+redis.call('HSET', job_key, 'step_until', now + tonumber(lease))
+redis.call('HDEL', job_key, 'sent')
+redis.call('ZADD', due_key, now + tonumber(due), job_id)
 local out = {1, state}
-for _, item in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = item end
+for _, item in ipairs(redis.call('HGETALL', job_key)) do out[#out + 1] = item end
 return out
 """
 )
 
-# KEYS[1] = due zset. ARGV[1] = grace ms, ARGV[2] = limit. Returns overdue job ids.
-OVERDUE: Final = (
+# What a due poller needs to know of a job to publish (or skip) its step.
+DUE_FIELDS: Final = (
+    "state",
+    "sent",
+    "key_id",
+    "at_provider",
+    "provider_task_id",
+    "notify",
+    "provider",
+    "provider_finished_at",
+)
+
+# Takes the due jobs for one poller: each is due again after the recheck time, so another
+# poller skips it, and a poller killed before publishing loses nothing (it comes due again).
+# A job not yet 'sent' is marked sent and claimable now ('send'; 'resend' when its step's claim
+# lapsed: its worker died); one already sent but never claimed is returned for a check
+# ('check': is its message still queued, or lost?). Gone jobs leave the due zset.
+# KEYS[1] = due zset. ARGV[1] = prefix, ARGV[2] = limit, ARGV[3] = recheck ms,
+# ARGV[4..] = the fields to return (DUE_FIELDS).
+# Returns a flat list: per job, its id, the kind, then the fields' values ('' when unset).
+TAKE_DUE: Final = (
     NOW
     + """
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0,
-                  tonumber(ARGV[2]))
+local due_key = KEYS[1]
+local prefix, limit, recheck = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local wanted = {unpack(ARGV, 4)}
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'LIMIT', 0, limit)) do
+  local job_key = prefix .. ':job:' .. id
+  local values = redis.call('HMGET', job_key, unpack(wanted))
+  if not values[1] then
+    redis.call('ZREM', due_key, id)
+  else
+    local score = tonumber(redis.call('ZSCORE', due_key, id))
+    redis.call('ZADD', due_key, now + recheck, id)
+    local kind = 'check'
+    if not values[2] then
+      local step_until = tonumber(redis.call('HGET', job_key, 'step_until') or '0')
+      kind = 'send'
+      if score > step_until then kind = 'resend' end
+      redis.call('HSET', job_key, 'sent', now, 'step_until', now)
+    end
+    out[#out + 1] = id
+    out[#out + 1] = kind
+    for i = 1, #wanted do out[#out + 1] = values[i] or '' end
+  end
+end
+return out
 """
 )
 
-# The sweep re-sends an overdue step only if it is *still* overdue and in the state it read:
-# a step claimed since then is left to the task that claimed it.
+# A step whose message is lost (sent, never claimed, no longer in its queue) is sent again.
 # KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = events list. ARGV[1] = job id,
-# ARGV[2] = expected state, ARGV[3] = grace ms, ARGV[4] = event JSON, ARGV[5] = events cap.
-# Returns 1 when the step was made claimable now (and due again after the grace), else 0.
+# ARGV[2] = expected state, ARGV[3] = recheck ms, ARGV[4] = event JSON, ARGV[5] = events cap.
+# Returns 1 when the step was marked sent again (and due for a check after the recheck), else 0.
 RESEND: Final = (
     NOW
     + """
-if redis.call('HGET', KEYS[1], 'state') ~= ARGV[2] then return 0 end
-local due = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not due or tonumber(due) > now - tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], 'step_until', now)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('RPUSH', KEYS[3], ARGV[4])
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
+local job_key, due_key, events_key = KEYS[1], KEYS[2], KEYS[3]
+local job_id, expected, recheck, event, events_max = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HGET', job_key, 'state') ~= expected then return 0 end
+if not redis.call('HGET', job_key, 'sent') then return 0 end
+redis.call('HSET', job_key, 'sent', now, 'step_until', now)
+redis.call('ZADD', due_key, now + tonumber(recheck), job_id)
+redis.call('RPUSH', events_key, event)
+redis.call('LTRIM', events_key, -tonumber(events_max), -1)
 return 1
 """
 )

@@ -15,7 +15,6 @@ import logging
 import time
 from typing import Final
 
-from config.providers import MAX_COUNTDOWN_S
 from workers import schedule, uploads
 from workers.cancel import honour_cancel
 from workers.deps import Deps
@@ -43,15 +42,12 @@ MAX_SUBMIT_ATTEMPTS: Final = 12
 
 def submit(job_id: str, d: Deps) -> list[Step]:
     """queued → submitting → running, calling the provider exactly once per job."""
-    provider_name = d.store.fields(job_id).get("provider")
-    if provider_name is None:
-        return []
-    config = d.config(provider_name)
-    lease_s = 2 * config.request_timeout_s + 5
+    lease_s = 2 * d.longest_request_s + 5
     claim = d.store.claim(job_id, (State.QUEUED, State.SUBMITTING), lease_s=lease_s)
     if not claim.ok or not claim.fields.get("key_id"):
         return []
     fields = claim.fields
+    config = d.config(fields["provider"])
     if not d.gate.renew(config.name, fields["key_id"], job_id):
         # The slot lease ran out while the job waited to (re)try: it must queue again.
         return _requeue(job_id, fields, d)
@@ -91,7 +87,7 @@ def submit(job_id: str, d: Deps) -> list[Step]:
     except PermanentError as exc:
         return fail(job_id, (State.SUBMITTING,), exc, fields, d) + release(fields, d)
     d.gate.grow(config, key.id)
-    return _submitted(job_id, task, config.timeout_s, d)
+    return _submitted(job_id, fields, task, d)
 
 
 def _requeue(job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:
@@ -130,18 +126,17 @@ def _back_off(job_id: str, fields: dict[str, str], exc: RetryableError, d: Deps)
     return honour_cancel(job_id, d) + dispatch(config.name, d)
 
 
-def _submitted(job_id: str, task: ProviderTask, timeout_s: float, d: Deps) -> list[Step]:
+def _submitted(job_id: str, fields: dict[str, str], task: ProviderTask, d: Deps) -> list[Step]:
     """Persist the provider's task id before anything else, then schedule the first poll."""
-    fields = d.store.fields(job_id)
     config = d.config(fields["provider"])
-    durations = d.stats.durations(config.name, fields["model"]) if config.adaptive_polling else []
+    durations = d.recent_durations(config.name, fields["model"]) if config.adaptive_polling else []
     first = schedule.first_poll(config, durations)
     submitted_at = now_iso()
     learned: dict[str, str | int] = {
         "provider_task_id": task.id,
         "task_extra": json.dumps(task.extra),
         "submitted_at": submitted_at,
-        "deadline_ms": int((time.time() + timeout_s) * 1000),
+        "deadline_ms": int((time.time() + config.timeout_s) * 1000),
         "at_provider": "1",
         "error": "",
         "poll_mode": "steady" if len(durations) >= schedule.MIN_SAMPLES else "backoff",
@@ -166,7 +161,7 @@ def _submit_later(job_id: str, fields: dict[str, str], exc: RetryableError, d: D
     if attempts >= MAX_SUBMIT_ATTEMPTS and not isinstance(exc, Throttled):
         return fail(job_id, (State.SUBMITTING,), exc, fields, d) + release(fields, d)
     countdown = exc.retry_after_s or schedule.retry_backoff(attempts)
-    countdown = min(countdown, MAX_COUNTDOWN_S)
+    countdown = min(countdown, schedule.RETRY_CAP_S)
     d.store.transition(
         job_id,
         (State.SUBMITTING,),
@@ -190,7 +185,7 @@ def _outcome_unknown(job_id: str, fields: dict[str, str], d: Deps, why: str) -> 
         found = None
     if found is not None:
         log.info("job %s: reconciled with provider task %s", job_id, found.id)
-        return _submitted(job_id, found, config.timeout_s, d)
+        return _submitted(job_id, fields, found, d)
     unknown = SubmitOutcomeUnknown(f"{config.name}: {why}")
     d.store.transition(
         job_id,

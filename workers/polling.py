@@ -29,15 +29,12 @@ def poll(job_id: str, d: Deps) -> list[Step]:
     A job cancelled while the provider still works on it is polled on (state ``cancelled``,
     ``at_provider``) only to learn when its slot is free again.
     """
-    provider_name = d.store.fields(job_id).get("provider")
-    if provider_name is None:
-        return []
-    config = d.config(provider_name)
     # The lease covers one HTTP call: a poll killed mid-call is re-sent soon after.
-    claim = d.store.claim(job_id, POLLED, lease_s=config.request_timeout_s + 10)
+    claim = d.store.claim(job_id, POLLED, lease_s=d.longest_request_s + 10)
     fields = claim.fields
     if not claim.ok or (claim.state == State.CANCELLED and fields.get("at_provider") != "1"):
         return []
+    config = d.config(fields["provider"])
     remaining_s = int(fields.get("deadline_ms", "0")) / 1000 - time.time()
     if remaining_s <= 0:
         exc = PermanentError(f"{config.name}: not finished after {config.timeout_s:.0f}s")
@@ -51,7 +48,8 @@ def poll(job_id: str, d: Deps) -> list[Step]:
         d.stats.count(config.name, fields["key_id"], "poll")
         result = d.provider(config.name).poll(task, d.key(config.name, fields["key_id"]))
     except RetryableError as exc:
-        hint = exc.retry_after_s or schedule.next_poll(config, polls, remaining_s=remaining_s)
+        hint = min(exc.retry_after_s, schedule.RETRY_CAP_S) if exc.retry_after_s else None
+        hint = hint or schedule.next_poll(config, polls, remaining_s=remaining_s)
         return _poll_again(job_id, hint, d, event=f"poll error: {exc.code}")
     except PermanentError as exc:
         return _stop(job_id, fields, exc, d)

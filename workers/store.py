@@ -2,7 +2,8 @@
 
 Besides the record fields of DESIGN.md §6 the hash holds internal fields that never leave
 vidqueue: ``key_id`` (the API key holding the job's slot), ``score`` (its waiting-set score),
-``step_until`` (the earliest moment its next step may run, ms), ``deadline_ms``, the provider's
+``step_until`` (the earliest moment its next step may run, ms), ``sent`` (when its step's
+message was published, ms; cleared when a worker claims it), ``deadline_ms``, the provider's
 result URLs, ``task_extra``, ``at_provider`` ("1" while the provider may be working on it).
 """
 
@@ -35,6 +36,16 @@ def _states(states: Iterable[State]) -> str:
 
 
 @dataclass(frozen=True)
+class DueJob:
+    """A job whose step fell due: ``kind`` is ``send`` (publish it), ``resend`` (its claim
+    lapsed: publish it again) or ``check`` (sent but never claimed: lost, or still queued?)."""
+
+    job_id: str
+    kind: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Claim:
     """The outcome of claiming a step: ``ok`` with the job's fields, or why not."""
 
@@ -49,12 +60,11 @@ class Store:
     def __init__(self, client: redis.Redis, *, grace_s: float = 15.0) -> None:
         self.redis = client
         self.grace_ms = int(grace_s * 1000)
-        self._create = client.register_script(lua.CREATE)
         self._transition = client.register_script(lua.TRANSITION)
         self._claim = client.register_script(lua.CLAIM)
         self._resend = client.register_script(lua.RESEND)
         self._prune = client.register_script(lua.PRUNE)
-        self._overdue = client.register_script(lua.OVERDUE)
+        self._take_due = client.register_script(lua.TAKE_DUE)
 
     # -- creating and reading -------------------------------------------------------------
 
@@ -70,43 +80,17 @@ class Store:
         """Store a new queued job and put it in its provider's waiting set.
 
         Returns ``(job id, created)``; with an idempotency key already used, the existing id
-        and False. With ``pipe`` the call is only queued there and returns None.
+        and False. With ``pipe`` the call is only queued there and returns None. (One job of
+        ``workers.enqueue``, which creates batches.)
         """
-        created_at = now_iso()
-        spec_json = spec.model_dump_json(exclude_none=True)
-        event = json.dumps({"at": created_at, "state": State.QUEUED, "event": "created"})
-        fields = {
-            "id": job_id,
-            "state": State.QUEUED,
-            "provider": spec.provider,
-            "model": spec.model,
-            "spec": spec_json,
-            "attempts": 0,
-            "polls": 0,
-            "created_at": created_at,
-            "priority": spec.priority,
-            "producer": producer,
-            "fair": fair_key(spec, producer),
-            "fingerprint": fingerprint,
-        }
-        idem = spec.idempotency_key or ""
-        argv: list[Any] = [keys.PREFIX, job_id, spec.priority, idem, keys.IDEMPOTENCY_TTL_S]
-        argv += [event, *[x for pair in fields.items() for x in pair]]
-        script_keys = [
-            keys.job(job_id),
-            keys.waiting(spec.provider, str(fields["fair"])),
-            keys.all_jobs(),
-            keys.sequence(),
-            keys.idempotency(idem),
-            keys.events(job_id),
-            keys.by_producer(producer),
-            keys.fair_queue(spec.provider),
-        ]
-        if pipe is not None:
-            self._create(keys=script_keys, args=argv, client=pipe)
+        from workers.enqueue import Creator, NewJob
+
+        job = NewJob.of(job_id, spec, fingerprint)
+        created = Creator(self.redis).create([job], producer=producer, pipe=pipe)
+        if created is None:
             return None
-        found, created = self._create(keys=script_keys, args=argv)
-        return found.decode(), bool(created)
+        existing = created.existing.get(0)
+        return (job_id, True) if existing is None else (existing, False)
 
     def fields(self, job_id: str) -> dict[str, str]:
         raw: dict[bytes, bytes] = self.redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
@@ -137,8 +121,9 @@ class Store:
         """Compare-and-set: apply the change only if the job's state is one of ``allowed``.
 
         ``to`` None keeps the state (a same-state update, e.g. the next poll's schedule).
-        ``step_s`` schedules the job's next step that many seconds from now; the sweep
-        re-sends it when it is ``grace`` overdue. A terminal state without ``step_s`` drops the
+        ``step_s`` schedules the job's next step that many seconds from now: 0 means the caller
+        publishes it right away; a later step waits in the due zset until a worker's due poller
+        publishes it (``workers.due``). A terminal state without ``step_s`` drops the
         schedule (with it: the webhook still to send).
         """
         allowed = list(allowed)
@@ -147,8 +132,10 @@ class Store:
             assert not bad, f"transition {bad} -> {to} is not allowed"
         terminal = to in TERMINAL
         if step_s is not None:
+            # A later step is due (published by a due poller) at its time; one published now
+            # is due for a check (was its message lost?) after the grace.
             step_ms = max(0, int(step_s * 1000))
-            step, due = str(step_ms), str(step_ms + self.grace_ms)
+            step, due = str(step_ms), str(step_ms or self.grace_ms)
         elif terminal or clear_step:
             step, due = "-", ""
         else:
@@ -175,16 +162,35 @@ class Store:
 
     # -- listing -------------------------------------------------------------------------
 
-    def overdue(self, limit: int = 500) -> list[str]:
-        ids: list[bytes] = self._overdue(keys=[keys.due()], args=[self.grace_ms, limit])
-        return [i.decode() for i in ids]
+    def take_due(self, limit: int = 500) -> list[DueJob]:
+        """Take up to ``limit`` jobs whose step is due (see ``lua.TAKE_DUE``) for publishing."""
+        argv: list[str | int] = [keys.PREFIX, limit, self.grace_ms, *lua.DUE_FIELDS]
+        flat: list[bytes] = self._take_due(keys=[keys.due()], args=argv)
+        items = [x.decode() for x in flat]
+        width = 2 + len(lua.DUE_FIELDS)
+        return [
+            DueJob(
+                items[i],
+                items[i + 1],
+                dict(zip(lua.DUE_FIELDS, items[i + 2 : i + width], strict=True)),
+            )
+            for i in range(0, len(items), width)
+        ]
 
     def mark_resent(self, job_id: str, state: State, step: str) -> bool:
-        """Make an overdue step claimable now, if it is still overdue and still in ``state``."""
-        event = json.dumps({"at": now_iso(), "state": "", "event": f"sweep re-sent {step}"})
+        """Send a lost step again: marked sent now, due for a check after the grace."""
+        event = json.dumps({"at": now_iso(), "state": "", "event": f"re-sent lost {step}"})
         argv: list[str | int] = [job_id, str(state), self.grace_ms, event, keys.EVENTS_MAX]
         script_keys = [keys.job(job_id), keys.due(), keys.events(job_id)]
         return bool(self._resend(keys=script_keys, args=argv))
+
+    def note(self, job_id: str, event: str) -> None:
+        """Add an event to the job's timeline without changing the job."""
+        entry = json.dumps({"at": now_iso(), "state": "", "event": event})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(keys.events(job_id), entry)
+        pipe.ltrim(keys.events(job_id), -keys.EVENTS_MAX, -1)
+        pipe.execute()
 
     def prune_expired(self, *, ttl_s: int = keys.RECORD_TTL_S, limit: int = 1000) -> int:
         """Drop the ids of expired records from the listing and state indexes."""

@@ -18,7 +18,7 @@ from config.celery import app
 from config.settings import get_settings
 from workers import cancel as cancel_step
 from workers import delivery, pipeline, polling
-from workers.deps import Deps, build
+from workers.deps import Deps, build, warm
 from workers.steps import TASKS, Step, send
 from workers.sweep import sweep as sweep_step
 
@@ -37,17 +37,29 @@ _COMMON: dict[str, Any] = {
 
 
 def deps() -> Deps:
-    """This process's clients, built on first use after fork (never at import)."""
+    """This process's clients (built when the process starts: ``_warm_up``)."""
     global _deps
     if _deps is None:
         _deps = build(get_settings())
     return _deps
 
 
+def fresh_deps() -> Deps:
+    """Clients of their own, for a thread that must not share this process's (the due poller)."""
+    return warm(build(get_settings()))
+
+
 @worker_process_init.connect
-def _forget_parent_clients(**_: Any) -> None:
+def _warm_up(**_: Any) -> None:
+    """Build this process's clients as it starts, not on its first task: a worker just added
+    (``--scale``) submits its first job at once. A parent's clients are never reused."""
     global _deps
     _deps = None
+    try:
+        warm(deps())
+    except Exception:  # Redis may be down now: the first task builds them then
+        log.exception("could not build the clients at startup; the first task will")
+        _deps = None
 
 
 def _run(step: Callable[[str, Deps], list[Step]], job_id: str) -> None:
