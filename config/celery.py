@@ -68,9 +68,9 @@ def make_app(settings: Settings) -> Celery:
         # terminating it would hold a mirror for its claim lease (minutes) and turn a submit
         # whose request was sent into submit_unknown. (Celery warns on each loss; it may.)
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        # Flower needs task events.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Flower needs task events (VIDQUEUE_TASK_EVENTS=false turns them off).
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         enable_utc=True,
         timezone="UTC",
         beat_schedule={

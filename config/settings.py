@@ -31,10 +31,14 @@ class Settings(BaseSettings):
     webhook_secret: str = ""
     allow_private_callbacks: bool = False
 
-    # How often Celery beat runs the sweep that repairs what the broker dropped.
+    # How often Celery beat runs the sweep (leases, index pruning, dispatch).
     sweep_interval_s: float = Field(default=10.0, gt=0)
-    # How long a job may sit past its next step's due time before the sweep re-sends it.
+    # How long a published step may stay unclaimed before a due poller checks whether its
+    # message was lost (workers.due); also how late a claimed step's lease may run.
     sweep_grace_s: float = Field(default=15.0, ge=0)
+    # Celery task events (what Flower shows). On by default; off saves about 2 Redis PUBLISHes
+    # and some CPU per task (`make bench` lean measures it).
+    task_events: bool = True
 
     # The local stack (`vidqueue dev up`): where its state lives and the ports it binds.
     run_dir: str = ".run"

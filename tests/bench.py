@@ -4,7 +4,22 @@
 2. Polls per job and detection lag: adaptive polling against a fixed 10 s interval, on
    generations of 30-120 s, both scaled down 10x in time, running at the same time.
 3. Fairness: producer A enqueues 2,000 jobs, then producer B 20; B's time against B alone.
-4. What waiting jobs cost: 100,000 queued jobs, Redis memory per job and the enqueue rate.
+4. What waiting jobs cost: 100,000 queued jobs, Redis memory per job (the store's own enqueue
+   rate is printed too; the producer's figure is ``enqueue`` below, through the HTTP API).
+
+Then the side-by-side benches, each on a stack of its own against its baseline in the same run:
+
+- ``enqueue``: ``POST /v1/jobs/batch`` and single POSTs against a minimal FastAPI app
+  (``tests/bench_enqueue.py``);
+- ``lean``: Redis commands per job, and jobs/s with an instant provider against bare Celery
+  no-op tasks on the same Redis; task events on and off (``tests/bench_lean.py``);
+- ``mirror``: a 512 MiB copy against boto3 ``upload_fileobj``, and RSS for 1 GiB
+  (``tests/bench_mirror.py``);
+- ``coldstart``: a fresh worker's first submit, cap utilisation against a thread-per-slot
+  poller, dispatch gaps (``tests/bench_coldstart.py``);
+- ``scale``: 10, 1,000 and 5,000 jobs in flight on generations of 120-180 s with a 30 s lag
+  target: lag, submit delay, polls, duplicates, memory, CPU per job and a capacity estimate
+  (``tests/bench_scale.py``).
 
 It prints a table of results against their goals. Nothing here is a pass/fail test.
 """
@@ -87,7 +102,7 @@ KEYS = {
     "BENCH_ADAPTIVE_KEY": "bench-adaptive",
     "BENCH_FAIR_KEY": "bench-fair",
 }
-Row = tuple[str, str, str, bool]
+Row = tuple[str, str, str, bool | None]
 
 
 class Bench:
@@ -255,8 +270,77 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
 }
 
 
+def _judged(rows: list[tuple[str, str, str]]) -> list[Row]:
+    """Rows of the side-by-side benches (their goals are read by a person, not checked here)."""
+    return [(name, result, goal, None) for name, result, goal in rows]
+
+
+def _enqueue() -> list[Row]:
+    from tests.bench_enqueue import enqueue_vs_baseline
+
+    return _judged(enqueue_vs_baseline())
+
+
+def _lean() -> list[Row]:
+    from tests.bench_lean import commands_per_job, lean_stack, orchestration_vs_bare_celery
+
+    with lean_stack() as lean:
+        return _judged(commands_per_job(lean=lean) + orchestration_vs_bare_celery(lean=lean))
+
+
+def _mirror() -> list[Row]:
+    from tests.bench_mirror import mirror_vs_boto3
+
+    return _judged(mirror_vs_boto3())
+
+
+def _coldstart() -> list[Row]:
+    from tests.bench_coldstart import coldstart_and_utilisation
+
+    return _judged(coldstart_and_utilisation())
+
+
+def _scale() -> list[Row]:
+    from tests.bench_scale import scale
+
+    return _judged(scale())
+
+
+# Each of these starts a stack of its own, measures against its baseline in the same run.
+STANDALONE: dict[str, Callable[[], list[Row]]] = {
+    "enqueue": _enqueue,
+    "lean": _lean,
+    "mirror": _mirror,
+    "coldstart": _coldstart,
+    "scale": _scale,
+}
+
+
 def main() -> int:
-    """``python -m tests.bench [utilisation|polling|fairness|waiting ...]`` (default: all)."""
+    """``python -m tests.bench [NAME ...]`` (default: all). Names: the governor's scenarios
+    (utilisation, polling, fairness, waiting) and the side-by-side ones (enqueue, lean, mirror,
+    coldstart, scale: 10, 1,000 and 5,000 jobs in flight, about 25 minutes)."""
+    chosen = sys.argv[1:] or [*SCENARIOS, *STANDALONE]
+    unknown = [name for name in chosen if name not in SCENARIOS and name not in STANDALONE]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    rows: list[Row] = []
+    governor = [SCENARIOS[name] for name in chosen if name in SCENARIOS]
+    if governor:
+        rows += _governor(governor)
+    for name in (n for n in chosen if n in STANDALONE):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows += STANDALONE[name]()
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'measure':<{width}}  {'result':<44} {'goal':<14} met")
+    for name, result, goal, met in rows:
+        verdict = "" if met is None or not goal else "yes" if met else "NO"
+        print(f"{name:<{width}}  {result:<44} {goal:<14} {verdict}")
+    return 0
+
+
+def _governor(scenarios: list[Callable[[Bench], list[Row]]]) -> list[Row]:
     tmp = Path(tempfile.mkdtemp(prefix="vidqueue-bench-"))
     redis_port, s3_port, sim_port, api_port, flower_port = free_ports(5)
     sim = f"http://127.0.0.1:{sim_port}"
@@ -283,15 +367,10 @@ def main() -> int:
         stack.start_worker("worker1")
         stack.start_beat()
         bench = Bench(stack, settings, sim)
-        chosen = sys.argv[1:] or list(SCENARIOS)
-        for scenario in (SCENARIOS[name] for name in chosen):
+        for scenario in scenarios:
             print(f"running {scenario.__name__} ...", file=sys.stderr, flush=True)
             rows += scenario(bench)
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'measure':<{width}}  {'result':<34} {'goal':<11} met")
-    for name, result, goal, met in rows:
-        print(f"{name:<{width}}  {result:<34} {goal:<11} {'yes' if met else 'NO' if goal else ''}")
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -104,9 +104,10 @@ class Bench:
     def submissions(self) -> int:
         return int(self.sim.get("/_sim/stats").raise_for_status().json()["submissions"])
 
-    def generation_s(self, task_id: str) -> float:
+    def task_times(self, task_id: str) -> tuple[float, float]:
+        """When the simulator started and finishes the task (unix s)."""
         times = self.sim.get(f"/_sim/tasks/{task_id}").raise_for_status().json()
-        return float(times["finish_at"]) - float(times["started_at"])
+        return float(times["started_at"]), float(times["finish_at"])
 
 
 @contextmanager
@@ -190,8 +191,16 @@ def _timeline(b: Bench, rec: dict[str, Any]) -> str:
 @dataclass
 class Util:
     generation_s: list[float]
+    lag_s: list[float]  # provider finish seen - simulator finish
     makespan_s: float
     submissions: int  # the simulator's count since its reset (48 unless a submit was repeated)
+
+    @classmethod
+    def of(cls, b: Bench, seen: list[tuple[float, str]], makespan: float) -> Util:
+        """From (finish seen, task id) pairs and the simulator's own times."""
+        times = [(at, *b.task_times(task_id)) for at, task_id in seen]
+        gens = [finish - started for _, started, finish in times]
+        return cls(gens, [at - finish for at, _, finish in times], makespan, b.submissions())
 
     @property
     def utilisation(self) -> float:
@@ -211,13 +220,14 @@ def vidqueue_run(b: Bench, provider: str) -> tuple[Util, list[float]]:
     recs = b.wait(ids, "provider_finished_at", timeout_s=600)
     start = min(_ts(r["created_at"]) for r in recs)
     end = max(_ts(r["provider_finished_at"]) for r in recs)
-    gens = [b.generation_s(r["provider_task_id"]) for r in recs]
+    seen = [(_ts(r["provider_finished_at"]), str(r["provider_task_id"])) for r in recs]
+    util = Util.of(b, seen, end - start)
     b.wait(ids, "terminal")  # mirrors done before the simulator forgets its tasks
     b.stack.stop(worker)
     finishes = sorted(_ts(r["provider_finished_at"]) for r in recs)
     submits = sorted(_ts(r["submitted_at"]) for r in recs)[CAP:]
     gaps = [s - f for f, s in zip(finishes, submits, strict=False)]
-    return Util(gens, end - start, b.submissions()), gaps
+    return util, gaps
 
 
 def _slot(b: Bench, jobs: list[int], lock: threading.Lock, out: list[tuple[float, str]]) -> None:
@@ -252,8 +262,7 @@ def baseline_run(b: Bench) -> Util:
         thread.start()
     for thread in threads:
         thread.join()
-    gens = [b.generation_s(task_id) for _, task_id in seen]
-    return Util(gens, max(at for at, _ in seen) - start, b.submissions())
+    return Util.of(b, seen, max(at for at, _ in seen) - start)
 
 
 def _same(vq: Util, base: Util) -> str:
@@ -283,7 +292,9 @@ def coldstart_and_utilisation() -> list[tuple[str, str, str]]:
                 (
                     f"2. run {r}: cap utilisation vidqueue / thread-per-slot",
                     f"{vq.utilisation:.3f} / {base.utilisation:.3f} "
-                    f"(makespan {vq.makespan_s:.1f} / {base.makespan_s:.1f} s)",
+                    f"(makespan {vq.makespan_s:.1f} / {base.makespan_s:.1f} s, "
+                    f"mean lag {_ms(statistics.fmean(vq.lag_s))} / "
+                    f"{_ms(statistics.fmean(base.lag_s))} ms)",
                     ">= thread-per-slot",
                 ),
                 (

@@ -58,8 +58,10 @@ max_poll_interval_s = {lag}
 timeout_s = 1800
 """
 WORKERS = 2  # two worker "containers"
-CONCURRENCY = 8
-POOL: tuple[str, ...] = ()
+# The steps wait on HTTP and Redis: a threads pool runs them with less CPU and memory than
+# prefork (README: Scaling). BENCH_SCALE_POOL_ARGS="" measures prefork instead.
+CONCURRENCY = int(os.environ.get("BENCH_SCALE_CONCURRENCY", "16"))
+POOL: tuple[str, ...] = tuple(os.environ.get("BENCH_SCALE_POOL_ARGS", "--pool threads").split())
 
 
 @dataclass

@@ -93,7 +93,7 @@ class ChaosConfig:
     # As docker-compose.yml runs them: workers on every queue (or on ``queues``), and workers
     # on the mirror queue only. SIGKILLs pick among both, or among the first kind only when
     # ``kill_mirror_workers`` is False (a mirror killed mid-copy is re-sent only when its claim
-    # lease, MIRROR_LEASE_S = 120 s, runs out: too slow for the quick test in make test).
+    # lease, MIRROR_LEASE_S = 30 s, and the grace run out: too slow for the quick test).
     workers: int = 2
     mirror_workers: int = 1
     queues: tuple[str, ...] = ()

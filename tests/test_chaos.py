@@ -26,7 +26,8 @@ from workers.jobs import JobRecord, State
 # About 45 s: stack start, 60 jobs enqueued over 20 s with a worker SIGKILLed every ~6 s and
 # Redis restarted at 10 s, provider and S3 faults all along, then the drain and the checks.
 # The SIGKILLed workers serve submits and polls; the mirror worker is spared here, since a
-# mirror killed mid-copy waits out its 120 s claim lease (``make chaos`` kills mirrors too).
+# mirror killed mid-copy waits out its claim (30 s, then the grace: 15 s) (``make chaos`` kills
+# mirrors too).
 SMALL = chaos.ChaosConfig(
     jobs=60,
     workers=2,
@@ -153,7 +154,8 @@ def test_a_mirror_running_while_redis_restarts_finishes_at_once(
     # When Redis restarts in the middle of the copy
     time.sleep(0.5)
     stack.restart("redis")
-    # Then the copy is not cut short (its claim would hold the job for MIRROR_LEASE_S = 120 s):
+    # Then the copy is not cut short (its claim would hold the job for MIRROR_LEASE_S = 30 s
+    # and the grace):
     # the job succeeds as soon as the copy is done
     deadline = time.monotonic() + 30
     while (record := _get(client, job.id)) is None or record.state != State.SUCCEEDED:

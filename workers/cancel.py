@@ -72,7 +72,7 @@ def _cancel_in(state: State, job_id: str, fields: dict[str, str], d: Deps) -> li
 
 def honour_cancel(job_id: str, d: Deps) -> list[Step]:
     """After a submit leaves ``submitting``: carry out a cancel requested meanwhile."""
-    if d.store.fields(job_id).get("cancel_requested"):
+    if d.store.cancel_requested(job_id):
         return cancel(job_id, d)
     return []
 

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Final
 
 import redis
 from celery import bootsteps
+from celery.concurrency.prefork import TaskPool as PreforkPool
 
 from workers import keys, schedule
 from workers.deps import Deps
@@ -208,9 +209,13 @@ class DuePollerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.poller: DuePoller | None = None
 
     def start(self, parent: Any) -> None:
-        from workers.tasks import fresh_deps
+        from workers import tasks
 
-        self.poller = DuePoller(fresh_deps, parent.app)
+        if not isinstance(parent.pool, PreforkPool):
+            # Tasks run in this process (--pool threads): build their clients now, not on the
+            # first task (prefork children build theirs as they start: tasks._warm_up).
+            tasks.warm_up_here()
+        self.poller = DuePoller(tasks.fresh_deps, parent.app)
         self.poller.start()
 
     def stop(self, parent: Any) -> None:

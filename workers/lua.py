@@ -35,22 +35,27 @@ local state = redis.call('HGET', job_key, 'state')
 if not state or not string.find(allowed, ',' .. state .. ',', 1, true) then
   return {0, state or ''}
 end
+-- Every field change goes out as one HSET and one HDEL.
+local sets, dels = {}, {}
 for i = 11, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', job_key, ARGV[i])
-  else redis.call('HSET', job_key, ARGV[i], ARGV[i + 1]) end
+  if ARGV[i + 1] == '' then dels[#dels + 1] = ARGV[i]
+  else sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1] end
 end
-if incr ~= '' then redis.call('HINCRBY', job_key, incr, 1) end
 if step == '-' then
-  redis.call('HDEL', job_key, 'step_until', 'sent')
+  dels[#dels + 1] = 'step_until'; dels[#dels + 1] = 'sent'
   redis.call('ZREM', due_key, job_id)
 elseif step ~= '' then
-  redis.call('HSET', job_key, 'step_until', now + tonumber(step))
+  sets[#sets + 1] = 'step_until'; sets[#sets + 1] = now + tonumber(step)
+  if tonumber(step) == 0 then sets[#sets + 1] = 'sent'; sets[#sets + 1] = now
+  else dels[#dels + 1] = 'sent' end
   redis.call('ZADD', due_key, now + tonumber(due), job_id)
-  if tonumber(step) == 0 then redis.call('HSET', job_key, 'sent', now)
-  else redis.call('HDEL', job_key, 'sent') end
 end
-if to ~= '' and to ~= state then
-  redis.call('HSET', job_key, 'state', to)
+local moved = to ~= '' and to ~= state
+if moved then sets[#sets + 1] = 'state'; sets[#sets + 1] = to end
+if #dels > 0 then redis.call('HDEL', job_key, unpack(dels)) end
+if #sets > 0 then redis.call('HSET', job_key, unpack(sets)) end
+if incr ~= '' then redis.call('HINCRBY', job_key, incr, 1) end
+if moved then
   redis.call('SREM', ARGV[1] .. ':state:' .. state, job_id)
   redis.call('SADD', ARGV[1] .. ':state:' .. to, job_id)
   if ttl ~= '' then
@@ -58,8 +63,7 @@ if to ~= '' and to ~= state then
     redis.call('EXPIRE', events_key, tonumber(ttl))
   end
 end
-if event ~= '' then
-  redis.call('RPUSH', events_key, event)
+if event ~= '' and redis.call('RPUSH', events_key, event) > tonumber(events_max) then
   redis.call('LTRIM', events_key, -tonumber(events_max), -1)
 end
 return {1, state}
@@ -80,17 +84,27 @@ CLAIM: Final = (
     + """
 local job_key, due_key = KEYS[1], KEYS[2]
 local job_id, allowed, lease, due, tolerance = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local state = redis.call('HGET', job_key, 'state')
+local flat = redis.call('HGETALL', job_key)
+local at = {}
+for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
+local state = at.state and flat[at.state]
 if not state or not string.find(allowed, ',' .. state .. ',', 1, true) then
   return {0, state or ''}
 end
-local step_until = tonumber(redis.call('HGET', job_key, 'step_until') or '0')
-if now + tonumber(tolerance) < step_until then return {-1, state} end
-redis.call('HSET', job_key, 'step_until', now + tonumber(lease))
-redis.call('HDEL', job_key, 'sent')
+if now + tonumber(tolerance) < tonumber(at.step_until and flat[at.step_until] or '0') then
+  return {-1, state}
+end
+local step_until = tostring(now + tonumber(lease))
+redis.call('HSET', job_key, 'step_until', step_until)
+if at.sent then redis.call('HDEL', job_key, 'sent') end
 redis.call('ZADD', due_key, now + tonumber(due), job_id)
+-- The hash as it is now: step_until renewed, sent gone.
 local out = {1, state}
-for _, item in ipairs(redis.call('HGETALL', job_key)) do out[#out + 1] = item end
+for i = 1, #flat, 2 do
+  if flat[i] == 'step_until' then out[#out + 1] = 'step_until'; out[#out + 1] = step_until
+  elseif flat[i] ~= 'sent' then out[#out + 1] = flat[i]; out[#out + 1] = flat[i + 1] end
+end
+if not at.step_until then out[#out + 1] = 'step_until'; out[#out + 1] = step_until end
 return out
 """
 )
@@ -99,6 +113,7 @@ return out
 DUE_FIELDS: Final = (
     "state",
     "sent",
+    "step_until",
     "key_id",
     "at_provider",
     "provider_task_id",
@@ -121,20 +136,20 @@ TAKE_DUE: Final = (
 local due_key = KEYS[1]
 local prefix, limit, recheck = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local wanted = {unpack(ARGV, 4)}
+local due = redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
 local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'LIMIT', 0, limit)) do
+for j = 1, #due, 2 do
+  local id, score = due[j], tonumber(due[j + 1])
   local job_key = prefix .. ':job:' .. id
   local values = redis.call('HMGET', job_key, unpack(wanted))
   if not values[1] then
     redis.call('ZREM', due_key, id)
   else
-    local score = tonumber(redis.call('ZSCORE', due_key, id))
     redis.call('ZADD', due_key, now + recheck, id)
     local kind = 'check'
     if not values[2] then
-      local step_until = tonumber(redis.call('HGET', job_key, 'step_until') or '0')
-      kind = 'send'
-      if score > step_until then kind = 'resend' end
+      -- values[3] is step_until: a claim's lease end when the due time is past it
+      kind = score > tonumber(values[3] or '0') and 'resend' or 'send'
       redis.call('HSET', job_key, 'sent', now, 'step_until', now)
     end
     out[#out + 1] = id

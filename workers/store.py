@@ -96,6 +96,10 @@ class Store:
         raw: dict[bytes, bytes] = self.redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
         return {k.decode(): v.decode() for k, v in raw.items()}
 
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether a cancel came while the job's submit was in flight (one HEXISTS)."""
+        return bool(self.redis.hexists(keys.job(job_id), "cancel_requested"))
+
     def get(self, job_id: str) -> JobRecord | None:
         fields = self.fields(job_id)
         return record_from(fields) if fields else None

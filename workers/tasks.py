@@ -51,10 +51,16 @@ def fresh_deps() -> Deps:
 
 @worker_process_init.connect
 def _warm_up(**_: Any) -> None:
-    """Build this process's clients as it starts, not on its first task: a worker just added
-    (``--scale``) submits its first job at once. A parent's clients are never reused."""
+    """A prefork child: build its clients as it starts (a parent's are never reused)."""
     global _deps
     _deps = None
+    warm_up_here()
+
+
+def warm_up_here() -> None:
+    """Build this process's clients now, not on its first task: a worker just added
+    (``--scale``) submits its first job at once."""
+    global _deps
     try:
         warm(deps())
     except Exception:  # Redis may be down now: the first task builds them then
