@@ -27,10 +27,8 @@ It prints a table of results against their goals. Nothing here is a pass/fail te
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,10 +39,9 @@ import redis
 
 from config import providers as provider_config
 from config.settings import Settings
-from devstack.env import LOCAL_DEFAULTS
-from devstack.ports import free_ports
 from devstack.stack import Stack
 from producer.client import Client
+from tests.support.benchstack import bench_settings, sim_url
 from workers.cancel import CancelRefused
 from workers.jobs import TERMINAL, JobRecord, JobSpec, parse_iso
 from workers.store import Store
@@ -341,26 +338,16 @@ def main() -> int:
 
 
 def _governor(scenarios: list[Callable[[Bench], list[Row]]]) -> list[Row]:
-    tmp = Path(tempfile.mkdtemp(prefix="vidqueue-bench-"))
-    redis_port, s3_port, sim_port, api_port, flower_port = free_ports(5)
-    sim = f"http://127.0.0.1:{sim_port}"
-    (tmp / "providers.toml").write_text(PROVIDERS.format(sim=sim, fixed=10 / SCALE))
-    settings = Settings(
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        providers_file=str(tmp / "providers.toml"),
-        s3_endpoint_url=f"http://127.0.0.1:{s3_port}",
-        sim_port=sim_port,
-        api_port=api_port,
-        flower_port=flower_port,
-        run_dir=str(tmp / "run"),
+    settings = bench_settings(
+        "vidqueue-bench-",
+        lambda sim: PROVIDERS.format(sim=sim, fixed=10 / SCALE),
         sweep_interval_s=2.0,
         sweep_grace_s=15.0,
         worker_concurrency=6,
     )
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        os.environ[name] = LOCAL_DEFAULTS[name]
+    sim = sim_url(settings)
     rows: list[Row] = []
-    with Stack(settings, dict(KEYS), tmp / "run") as stack:
+    with Stack(settings, dict(KEYS), Path(settings.run_dir)) as stack:
         stack.start_redis()
         stack.start_s3()
         stack.start_simulator()

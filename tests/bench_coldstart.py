@@ -2,28 +2,24 @@
 
 On a private stack (Redis, S3, simulator, API; one worker at a time), twice each:
 
-1. cold start: a fresh worker (started, then ready per the stack's probe) gets 8 jobs in one
-   ``POST /v1/jobs/batch`` on a provider with cap 8: time from each job's ``created_at`` to its
-   ``submitted_at`` (the provider answered), first and max; the first also from the API's
-   answer, and split by the job's timeline (created → claimed by a worker → running).
+1. cold start: a fresh worker (ready per the stack's probe) gets 8 jobs in one ``POST
+   /v1/jobs/batch`` on a provider with cap 8: ``created_at`` → ``submitted_at`` (the provider
+   answered), first and max; the first also from the API's answer, and split by its timeline.
 2. cap utilisation: 48 jobs, generations uniform 3-12 s (seeded), cap 8, polls every ~1 s, on a
    fresh worker: sum of the simulator's generation times / (8 × makespan), makespan = first
    ``created_at`` to last ``provider_finished_at``. Against a thread-per-slot baseline (8
    threads, each submits its next job straight to the simulator's Zhipu API and polls it every
    1 s) on the same seeded durations (``POST /_sim/reset`` restarts the seeded RNG), and the
    bound from detection lag: mean T / (mean T + 0.5 × poll interval).
-3. warm dispatch gap, from the same runs: a provider finish seen (``provider_finished_at``) to
-   the next job's ``submitted_at`` on the key, pairing the i-th finish with the (8+i)-th submit
-   (slots are handed out in the order they are freed).
+3. warm dispatch gap, same runs: a finish seen (``provider_finished_at``) to the next job's
+   ``submitted_at`` on the key; the i-th finish pairs with the (8+i)-th submit (FIFO slots).
 
 Run alone: ``python -m tests.bench_coldstart``.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,17 +30,14 @@ from typing import Any
 
 import httpx
 
-from config.settings import Settings
-from devstack.env import LOCAL_DEFAULTS
-from devstack.ports import free_ports
 from devstack.stack import Stack
+from tests.support.benchstack import bench_settings, sim_url
 from workers.jobs import TERMINAL, parse_iso
 
 Row = tuple[str, str, str]
 CAP, N_JOBS, POLL_S, SEED = 8, 48, 1.0, 20261201
 MEAN_S, JITTER_S = 7.5, 4.5
-KEY_ENV, KEY = "BENCH_COLD_KEY", "bench-cold-key"
-MODEL = "cogvideox-flash"
+KEY_ENV, KEY, MODEL = "BENCH_COLD_KEY", "bench-cold-key", "cogvideox-flash"
 PROVIDER = """
 [providers.{name}]
 kind = "zhipu"
@@ -85,20 +78,17 @@ class Bench:
         answer.raise_for_status()
         return time.time(), [job["id"] for job in answer.json()["jobs"]]
 
-    def records(self, ids: list[str]) -> list[dict[str, Any]]:
-        return [self.api.get(f"/v1/jobs/{i}").raise_for_status().json() for i in ids]
-
     def wait(self, ids: list[str], field: str, timeout_s: float = 300.0) -> list[dict[str, Any]]:
         """The records once each has ``field`` set ("terminal": its state is terminal)."""
         until = time.monotonic() + timeout_s
         while True:
-            recs = self.records(ids)
-            if field == "terminal":
-                done = all(r["state"] in {str(s) for s in TERMINAL} for r in recs)
-            else:
-                done = all(r.get(field) for r in recs)
-            if done or time.monotonic() > until:
+            recs = [self.api.get(f"/v1/jobs/{i}").raise_for_status().json() for i in ids]
+            terminal = {str(s) for s in TERMINAL}
+            if all(r["state"] in terminal if field == "terminal" else r[field] for r in recs):
                 return recs
+            if time.monotonic() > until:
+                states = sorted({r["state"] for r in recs})
+                raise TimeoutError(f"{len(ids)} jobs: not all {field} in {timeout_s} s ({states})")
             time.sleep(0.1 if field == "submitted_at" else 0.5)
 
     def submissions(self) -> int:
@@ -112,25 +102,14 @@ class Bench:
 
 @contextmanager
 def bench_stack() -> Iterator[Bench]:
-    tmp = Path(tempfile.mkdtemp(prefix="vidqueue-bench-cold-"))
-    redis_port, s3_port, sim_port, api_port, flower_port = free_ports(5)
-    sim = f"http://127.0.0.1:{sim_port}"
-    text = "".join(
-        PROVIDER.format(name=n, sim=sim, key=KEY_ENV, cap=CAP, poll=POLL_S) for n in NAMES
+    settings = bench_settings(
+        "vidqueue-bench-cold-",
+        lambda sim: "".join(
+            PROVIDER.format(name=n, sim=sim, key=KEY_ENV, cap=CAP, poll=POLL_S) for n in NAMES
+        ),
     )
-    (tmp / "providers.toml").write_text(text)
-    settings = Settings(
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        providers_file=str(tmp / "providers.toml"),
-        s3_endpoint_url=f"http://127.0.0.1:{s3_port}",
-        sim_port=sim_port,
-        api_port=api_port,
-        flower_port=flower_port,
-        run_dir=str(tmp / "run"),
-    )
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        os.environ[name] = LOCAL_DEFAULTS[name]
-    with Stack(settings, {KEY_ENV: KEY}, tmp / "run") as stack:
+    sim, api_port = sim_url(settings), settings.api_port
+    with Stack(settings, {KEY_ENV: KEY}, Path(settings.run_dir)) as stack:
         stack.start_redis()
         stack.start_s3()
         stack.start_simulator(["--gen-time-s", "1", "--gen-jitter-s", "0", "--video-bytes", "4096"])
@@ -179,10 +158,8 @@ def _timeline(b: Bench, rec: dict[str, Any]) -> str:
     claims = [_ts(e["at"]) for e in events if e.get("event") == "submitting"]
     if not claims:
         return "no 'submitting' event"
-    created, submitted = _ts(rec["created_at"]), _ts(rec["submitted_at"])
-    return (
-        f"created→claimed {_ms(claims[0] - created)}, claimed→running {_ms(submitted - claims[0])}"
-    )
+    claimed, created, submitted = claims[0], _ts(rec["created_at"]), _ts(rec["submitted_at"])
+    return f"created→claimed {_ms(claimed - created)}, claimed→running {_ms(submitted - claimed)}"
 
 
 # -- 2. utilisation, 3. dispatch gaps -----------------------------------------------------
@@ -265,19 +242,26 @@ def baseline_run(b: Bench) -> Util:
     return Util.of(b, seen, max(at for at, _ in seen) - start)
 
 
-def _same(vq: Util, base: Util) -> str:
-    if abs(sum(vq.generation_s) - sum(base.generation_s)) < 1e-6:
-        return "yes"
-    sums = f"{sum(vq.generation_s):.2f} / {sum(base.generation_s):.2f} s"
-    return f"NO: sums {sums}, sim submissions {vq.submissions} / {base.submissions}"
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def _util_rows(r: int, vq: Util, base: Util, gaps: list[float]) -> list[Row]:
+    mean = statistics.fmean(vq.generation_s)
+    lags = f"{_ms(statistics.fmean(vq.lag_s))} / {_ms(statistics.fmean(base.lag_s))} ms"
+    spans = f"{vq.makespan_s:.1f} / {base.makespan_s:.1f} s"
+    same = abs(sum(vq.generation_s) - sum(base.generation_s)) < 1e-6
+    sums = f"sums {sum(vq.generation_s):.2f} / {sum(base.generation_s):.2f} s"
+    durations = "yes" if same else f"NO: {sums}, submits {vq.submissions} / {base.submissions}"
+    p50, p95 = (_ms(sorted(gaps)[min(len(gaps) - 1, int(q * len(gaps)))]) for q in (0.5, 0.95))
+    util = f"{vq.utilisation:.3f} / {base.utilisation:.3f} (makespan {spans}, mean lag {lags})"
+    bound = f"{mean / (mean + 0.5 * POLL_S):.3f} (same durations: {durations})"
+    gap = f"{p50} / {p95} ms"
+    return [
+        (f"2. run {r}: cap utilisation vidqueue / thread-per-slot", util, ">= thread-per-slot"),
+        (f"   run {r}: bound from detection lag (mean T {mean:.2f} s)", bound, ""),
+        (f"3. run {r}: warm dispatch gap p50/p95 (n={len(gaps)})", gap, "p95 <= 50 ms"),
+    ]
 
 
 def coldstart_and_utilisation() -> list[tuple[str, str, str]]:
+    """Cold start, cap utilisation and warm dispatch gaps (twice each) on a private stack."""
     rows: list[Row] = []
     with bench_stack() as b:
         warm_api(b)
@@ -285,29 +269,7 @@ def coldstart_and_utilisation() -> list[tuple[str, str, str]]:
             rows.append((f"1. cold start, run {r}: created→submitted", *cold_start(b, f"cold{r}")))
         for r in (1, 2):
             vq, gaps = vidqueue_run(b, f"util{r}")
-            base = baseline_run(b)
-            mean = statistics.fmean(vq.generation_s)
-            bound = mean / (mean + 0.5 * POLL_S)
-            rows += [
-                (
-                    f"2. run {r}: cap utilisation vidqueue / thread-per-slot",
-                    f"{vq.utilisation:.3f} / {base.utilisation:.3f} "
-                    f"(makespan {vq.makespan_s:.1f} / {base.makespan_s:.1f} s, "
-                    f"mean lag {_ms(statistics.fmean(vq.lag_s))} / "
-                    f"{_ms(statistics.fmean(base.lag_s))} ms)",
-                    ">= thread-per-slot",
-                ),
-                (
-                    f"   run {r}: bound from detection lag (mean T {mean:.2f} s)",
-                    f"{bound:.3f} (same durations: {_same(vq, base)})",
-                    "",
-                ),
-                (
-                    f"3. run {r}: warm dispatch gap p50 / p95 (n={len(gaps)})",
-                    f"{_ms(_pct(gaps, 0.5))} / {_ms(_pct(gaps, 0.95))} ms",
-                    "p95 <= 50 ms",
-                ),
-            ]
+            rows += _util_rows(r, vq, baseline_run(b), gaps)
     return rows
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,12 +27,12 @@ from celery import Celery
 
 from config import providers as provider_config
 from config.settings import Settings
-from devstack.env import LOCAL_DEFAULTS, venv_tool
-from devstack.ports import free_ports
+from devstack.env import venv_tool
 from devstack.probes import log_says
 from devstack.processes import ServiceSpec
 from devstack.stack import Stack
 from producer.client import Client
+from tests.support.benchstack import bench_settings
 from workers import keys
 from workers.jobs import TERMINAL, JobRecord, State, parse_iso
 
@@ -205,23 +204,10 @@ def tasks_per_job(records: list[JobRecord]) -> float:
 
 @contextlib.contextmanager
 def lean_stack(concurrency: int = 4) -> Iterator[Lean]:
-    tmp = Path(tempfile.mkdtemp(prefix="vidqueue-lean-"))
-    redis_port, s3_port, sim_port, api_port, flower_port = free_ports(5)
-    sim = f"http://127.0.0.1:{sim_port}"
-    (tmp / "providers.toml").write_text(PROVIDERS.format(sim=sim))
-    settings = Settings(
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        providers_file=str(tmp / "providers.toml"),
-        s3_endpoint_url=f"http://127.0.0.1:{s3_port}",
-        sim_port=sim_port,
-        api_port=api_port,
-        flower_port=flower_port,
-        run_dir=str(tmp / "run"),
-        worker_concurrency=concurrency,
+    settings = bench_settings(
+        "vidqueue-lean-", lambda sim: PROVIDERS.format(sim=sim), worker_concurrency=concurrency
     )
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        os.environ[name] = LOCAL_DEFAULTS[name]
-    with Stack(settings, {"BENCH_LEAN_KEY": "bench-lean"}, tmp / "run") as stack:
+    with Stack(settings, {"BENCH_LEAN_KEY": "bench-lean"}, Path(settings.run_dir)) as stack:
         stack.start_redis()
         stack.start_s3()
         stack.start_simulator(["--gen-time-s", "0", "--gen-jitter-s", "0", "--video-bytes", "4096"])

@@ -24,7 +24,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,9 +35,8 @@ import httpx
 import redis
 
 from config.settings import Settings
-from devstack.env import LOCAL_DEFAULTS
-from devstack.ports import free_ports
 from devstack.stack import Stack
+from tests.support.benchstack import bench_settings, sim_url
 from workers import keys
 
 Row = tuple[str, str, str]
@@ -76,24 +74,13 @@ class Scale:
 
 @contextmanager
 def scale_stack() -> Iterator[Scale]:
-    tmp = Path(tempfile.mkdtemp(prefix="vidqueue-bench-scale-"))
-    redis_port, s3_port, sim_port, api_port, flower_port = free_ports(5)
-    sim = f"http://127.0.0.1:{sim_port}"
-    text = PROVIDERS.format(sim=sim, first=MEAN_S - JITTER_S, lag=LAG_TARGET_S)
-    (tmp / "providers.toml").write_text(text)
-    settings = Settings(
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        providers_file=str(tmp / "providers.toml"),
-        s3_endpoint_url=f"http://127.0.0.1:{s3_port}",
-        sim_port=sim_port,
-        api_port=api_port,
-        flower_port=flower_port,
-        run_dir=str(tmp / "run"),
+    settings = bench_settings(
+        "vidqueue-bench-scale-",
+        lambda sim: PROVIDERS.format(sim=sim, first=MEAN_S - JITTER_S, lag=LAG_TARGET_S),
         worker_concurrency=CONCURRENCY,
     )
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        os.environ[name] = LOCAL_DEFAULTS[name]
-    with Stack(settings, {"BENCH_SCALE_KEY": "bench-scale"}, tmp / "run") as stack:
+    sim = sim_url(settings)
+    with Stack(settings, {"BENCH_SCALE_KEY": "bench-scale"}, Path(settings.run_dir)) as stack:
         stack.start_redis()
         stack.start_s3()
         stack.start_simulator()
@@ -105,7 +92,7 @@ def scale_stack() -> Iterator[Scale]:
             stack,
             settings,
             sim,
-            f"http://127.0.0.1:{api_port}",
+            f"http://127.0.0.1:{settings.api_port}",
             redis.Redis.from_url(settings.redis_url),
         )
 

@@ -77,6 +77,9 @@ def test_workers_scale_freely(config: dict[str, Any]) -> None:
     assert not worker.get("ports")
     assert "--without-gossip" in worker["command"]
     assert "--without-mingle" in worker["command"]
+    # The measured high-volume configuration (README: Scaling).
+    command = worker["command"]
+    assert command[command.index("--pool") + 1] == "threads"
 
 
 def test_mirror_has_its_own_worker(config: dict[str, Any]) -> None:

@@ -107,9 +107,9 @@ def build(settings: Settings, catalogue: Catalogue | None = None) -> Deps:
 
 
 def warm(d: Deps) -> Deps:
-    """Build every client a step may need now (HTTP pool, provider adapters, S3, the Lua
-    scripts in Redis), so that no step pays for it: the first task of a fresh worker is as
-    fast as its thousandth."""
+    """Build every client a step may need now (HTTP pool, provider adapters, S3) and connect
+    to Redis, so that no step pays for it: the first task of a fresh worker is as fast as its
+    thousandth. (redis-py loads each Lua script on its first use: one round trip.)"""
     for name in d.catalogue.providers:
         d.provider(name)
     _ = d.storage, d.limiter, d.stats

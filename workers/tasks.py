@@ -45,8 +45,13 @@ def deps() -> Deps:
 
 
 def fresh_deps() -> Deps:
-    """Clients of their own, for a thread that must not share this process's (the due poller)."""
-    return warm(build(get_settings()))
+    """Clients of their own, for a thread that must not share this process's (the due poller).
+    Redis only: the poller never calls a provider or S3, and building those (an HTTP pool, two
+    boto3 clients) would slow this process's consumer just as a fresh worker takes its first
+    tasks."""
+    d = build(get_settings())
+    d.redis.ping()
+    return d
 
 
 @worker_process_init.connect
