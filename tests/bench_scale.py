@@ -333,7 +333,8 @@ def _rows(
         ("   worker CPU per poll", f"{per_poll_w * 1000:.1f} ms ({polls} polls)", ""),
         (
             "   capacity: jobs/day per worker core / Redis core",
-            f"{86400 / per_job_w:,.0f} / {86400 / per_job_r:,.0f}" if done else "n/a",
+            # Below ~100 jobs the idle cost (pollers, heartbeats) dominates: no estimate.
+            f"{86400 / per_job_w:,.0f} / {86400 / per_job_r:,.0f}" if done >= 100 else "n/a",
             "",
         ),
     ]
