@@ -23,6 +23,9 @@ from workers.steps import TASKS, Step, send
 from workers.sweep import sweep as sweep_step
 
 log = logging.getLogger("vidqueue.tasks")
+# httpx logs every request at INFO: at hundreds of polls a second that is CPU and log volume
+# for nothing, and result URLs carry signed query strings. Its warnings still show.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _deps: Deps | None = None
 
