@@ -177,7 +177,7 @@ def polling(b: Bench) -> list[Row]:
         )
     fewer = measured["fixed 10 s"][0] / measured["adaptive"][0]
     lag_ok = measured["adaptive"][2] <= measured["fixed 10 s"][2] * 1.05
-    floor = 1 + (75 - 30) / 10  # fewest polls at this lag (DESIGN.md §3): 5.5
+    floor = 1 + (75 - 30) / 10  # fewest polls at this lag (docs/design.md §3): 5.5
     rows += [
         ("   fewer polls (fixed / adaptive)", f"{fewer:.2f}x", ">= 3x", fewer >= 3),
         (

@@ -1,4 +1,4 @@
-"""Contract tests of the Ark adapter (Doubao Seedance) against WIRE-FORMATS.md §4.
+"""Contract tests of the Ark adapter (Doubao Seedance) against docs/wire-formats.md §4.
 
 The HTTP seam is an ``httpx.MockTransport`` answering the exact JSON examples of §4. The last
 section runs the adapter against the simulator's Ark router in-process, with a fake clock.

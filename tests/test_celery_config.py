@@ -35,7 +35,7 @@ def test_reliability_settings_are_set() -> None:
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     assert conf.broker_transport_options["visibility_timeout"] == VISIBILITY_TIMEOUT_S
     # No countdown message is parked in a worker (scheduled steps wait in Redis), so no limit
-    # on them is needed: a limit that is reached stops the worker consuming (DESIGN §3).
+    # on them is needed: a limit that is reached stops the worker consuming (docs/design.md §3).
     assert conf.worker_eta_task_limit is None
     assert "workers.due:DuePollerStep" in app.steps["worker"]
     assert {q.name for q in conf.task_queues} == set(steps.QUEUES.values())

@@ -3,7 +3,7 @@ and the S3 fault proxy's, each counted, each changeable at runtime.
 
 The simulator's faults that only a socket shows (a stalled or dropped answer, a truncated or
 slow download) run against a real uvicorn server; the rest in-process. The vidqueue adapter
-reads each fault the way DESIGN.md §4 and §7 want: a lost answer to a submit is an unknown
+reads each fault the way docs/design.md §4 and §7 want: a lost answer to a submit is an unknown
 outcome (never blindly re-sent), everything else on a poll is retryable.
 """
 

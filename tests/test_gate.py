@@ -1,6 +1,6 @@
 """The concurrency gate against a real Redis: the DISPATCH, RENEW and EXPIRED Lua.
 
-The gate's one promise (DESIGN.md §2): never more leases per key than the key's cap, whoever
+The gate's one promise (docs/design.md §2): never more leases per key than the key's cap, whoever
 calls dispatch and however often.
 """
 

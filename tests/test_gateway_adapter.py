@@ -1,4 +1,4 @@
-"""Contract tests of the new-api gateway adapter against the wire format (WIRE-FORMATS.md §3).
+"""Contract tests of the new-api gateway adapter against the wire format (docs/wire-formats.md §3).
 
 The HTTP seam is an ``httpx.MockTransport`` answering §3's examples (the OpenAI-style submit
 answer and its older ``{"task_id","status"}`` shape, the ``{"code":"success","data":TaskDto}``
@@ -38,7 +38,7 @@ BASE = "https://gateway.example.com"
 KEY = ApiKey(id="GATEWAY_TOKEN", secret="sk-GATEWAY-SECRET-0123456789")
 JOB_ID = "job-0f1e2d3c4b5a"
 TASK_ID = "task_Ab12cd34Ef56gh78Ij90kl12Mn34op56"
-# WIRE-FORMATS.md §3: the submit answer of current builds, and the older documented shape.
+# docs/wire-formats.md §3: the submit answer of current builds, and the older documented shape.
 SUBMIT_OK = {
     "id": TASK_ID,
     "task_id": TASK_ID,

@@ -1,4 +1,4 @@
-"""Contract tests of the Kling adapter against WIRE-FORMATS.md §5.
+"""Contract tests of the Kling adapter against docs/wire-formats.md §5.
 
 The HTTP seam is an ``httpx.MockTransport`` answering the exact JSON examples of §5; JWTs are
 checked here with ``hmac`` directly. The last section runs the adapter against the simulator's

@@ -213,7 +213,7 @@ def test_the_mirror_heartbeat_fires_while_the_download_stalls() -> None:
             raise ConnectionError("Redis restarting")  # a failed beat does not stop the copy
 
     # When it is mirrored with a heartbeat every 0.1 s
-    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http, heartbeats(beat, 0.1):
         stored = mirror_url(
             http,
             cast(Storage, storage),
@@ -221,8 +221,6 @@ def test_the_mirror_heartbeat_fires_while_the_download_stalls() -> None:
             headers={},
             job_id="j1",
             what="video",
-            heartbeat=lambda: beat(),
-            heartbeat_s=0.1,
         )
     # Then the claim was renewed during the stall, when no data arrived, and the copy finished
     assert stored.size == 2000

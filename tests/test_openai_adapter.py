@@ -1,4 +1,4 @@
-"""Contract tests of the OpenAI (Sora 2) adapter against the wire format (WIRE-FORMATS.md §2).
+"""Contract tests of the OpenAI (Sora 2) adapter against the wire format (docs/wire-formats.md §2).
 
 The HTTP seam is an ``httpx.MockTransport`` answering the exact JSON examples of §2; the last
 section runs the adapter against the simulator in-process (fake clock), to show both speak the
@@ -44,7 +44,7 @@ JOB_ID = "job-0f1e2d3c4b5a"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 PNG_URI = "data:image/png;base64," + base64.b64encode(PNG).decode()
 JPEG_URI = "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xff\xe0" + b"\x01" * 16).decode()
-# WIRE-FORMATS.md §2, verbatim: the Video object, then the poll examples built on it.
+# docs/wire-formats.md §2, verbatim: the Video object, then the poll examples built on it.
 VIDEO: dict[str, Any] = {
     "id": "video_abc",
     "object": "video",

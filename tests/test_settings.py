@@ -1,4 +1,4 @@
-"""Settings from the environment and the providers catalogue (DESIGN.md §6, Configuration).
+"""Settings from the environment and the providers catalogue (docs/design.md §6, Configuration).
 
 A wrong providers file must stop the process at start-up with a message that names the field.
 """
@@ -47,7 +47,7 @@ def test_settings_defaults_match_the_contract(clean_env: pytest.MonkeyPatch) -> 
     # Given no VIDQUEUE_ variable set
     # When settings are read
     settings = Settings()
-    # Then every default is the one DESIGN.md §6 documents
+    # Then every default is the one docs/design.md §6 documents
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.providers_file == "config/providers.toml"
     assert settings.s3_bucket == "vidqueue"

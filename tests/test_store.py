@@ -121,7 +121,7 @@ def test_created_record_has_exactly_the_contract_fields_and_types(store: Store) 
     record = store.get("job-1")
     assert record is not None
     data = record.model_dump(mode="json")
-    # Then it has exactly the DESIGN.md §6 fields, with the right types and initial values
+    # Then it has exactly the docs/design.md §6 fields, with the right types and initial values
     assert set(data) == RECORD_FIELDS
     assert data["id"] == "job-1"
     assert data["state"] == "queued"

@@ -1,4 +1,4 @@
-"""Contract tests of the Zhipu adapter against the wire format (WIRE-FORMATS.md §1).
+"""Contract tests of the Zhipu adapter against the wire format (docs/wire-formats.md §1).
 
 One module's edge cases, so the HTTP seam is an ``httpx.MockTransport``: each test states what
 Zhipu answers and checks the exact request sent or the domain value / error returned.

@@ -15,7 +15,6 @@ from typing import Any, Final
 
 import httpx
 
-from config.providers import MAX_COUNTDOWN_S
 from workers import schedule, webhooks
 from workers.deps import Deps
 from workers.errors import (
@@ -36,16 +35,15 @@ from workers.store import record_from
 log = logging.getLogger("vidqueue.delivery")
 
 # A mirror renews its claim on a timer (every HEARTBEAT_S, whether data flows or not) for as
-# long as it runs, so the claim can be short: a mirror killed mid-copy is re-sent by the sweep
-# about MIRROR_LEASE_S + the sweep's grace later, long before URLs expire.
+# long as it runs, so the claim can be short: a mirror killed mid-copy is re-sent by a due
+# poller about MIRROR_LEASE_S + the grace later, long before URLs expire.
 MIRROR_LEASE_S: Final = 30.0
 HEARTBEAT_S: Final = 5.0
 MAX_MIRROR_ATTEMPTS: Final = 20
 NOTIFY_TIMEOUT: Final = httpx.Timeout(10.0, connect=5.0)
 # Webhook retries: quick at first (a receiver restarting), then hours apart, within
-# NOTIFY_WINDOW_S of the job's end. A wait longer than MAX_COUNTDOWN_S is not a Celery countdown
-# (the broker would re-deliver it after its visibility timeout): it is the job's next step in
-# Redis, which the sweep sends when due.
+# NOTIFY_WINDOW_S of the job's end. Like every wait, each is the job's next step in Redis, which a
+# due poller publishes when due (workers.due), however long it is.
 NOTIFY_BACKOFF_S: Final = (1, 5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800)
 NOTIFY_WINDOW_S: Final = 24 * 3600
 NOTIFY_JITTER: Final = 0.1
@@ -222,5 +220,4 @@ def _notify_later(
         incr="notify_attempts",
         event=f"webhook attempt {attempts} failed: {why}; next in {delay:.0f}s",
     )
-    # Long waits stay in Redis only: the sweep sends the step when it is due.
-    return [Step("notify", job_id, delay)] if delay <= MAX_COUNTDOWN_S else []
+    return [Step("notify", job_id, delay)]

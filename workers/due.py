@@ -1,11 +1,12 @@
 """Due steps: a step that is not due yet waits in Redis, and every worker publishes it when due.
 
 A poll that should run in 30 s is not a Celery countdown message parked un-acked in one
-worker's memory (at volume that stalls the worker: DESIGN §3). The transition that schedules it
-writes its due time into the ``vq:due`` sorted set; a small poller thread in every worker takes
-the due jobs atomically (``lua.TAKE_DUE``) and publishes their steps as ordinary, immediate
-messages, which go to whichever worker is free. It is the design of Sidekiq's scheduled set,
-BullMQ's delayed set and arq's deferred jobs: no single publisher, nothing held in memory.
+worker's memory (at volume that stalls the worker: docs/design.md §3). The transition that
+schedules it writes its due time into the ``vq:due`` sorted set; a small poller thread in every
+worker takes the due jobs atomically (``lua.TAKE_DUE``) and publishes their steps as ordinary,
+immediate messages, which go to whichever worker is free. It is the design of Sidekiq's
+scheduled set, BullMQ's delayed set and arq's deferred jobs: no single publisher, nothing held
+in memory.
 
 The same set finds lost steps, so there is no separate re-send loop:
 

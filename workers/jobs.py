@@ -1,6 +1,6 @@
 """Domain types: job states and their allowed transitions, the job spec, the job record.
 
-The spec and record shapes are contracts (DESIGN.md §6): other programs parse them.
+The spec and record shapes are contracts (docs/design.md §6): other programs parse them.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ NEXT: Final[dict[State, frozenset[State]]] = {
 
 
 class ProviderStatus(StrEnum):
-    """A provider's task status, normalised (WIRE-FORMATS.md, table at the top)."""
+    """A provider's task status, normalised (docs/wire-formats.md, table at the top)."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -146,7 +146,7 @@ class JobError(BaseModel):
 
 
 class JobRecord(BaseModel):
-    """What every interface returns for a job (DESIGN.md §6)."""
+    """What every interface returns for a job (docs/design.md §6)."""
 
     id: str
     state: State

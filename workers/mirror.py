@@ -45,18 +45,11 @@ def mirror_url(
     headers: dict[str, str],
     job_id: str,
     what: str,
-    heartbeat: Callable[[], None] | None = None,
-    heartbeat_s: float = 30.0,
 ) -> StoredObject:
     """Stream ``url`` into S3. ``what`` is ``video`` or ``cover`` (it picks the object name).
-
-    ``heartbeat``, if given, is called every ``heartbeat_s`` seconds while the copy runs.
-    """
+    The caller keeps its claim alive around it (``heartbeats``)."""
     try:
-        with (
-            heartbeats(heartbeat, heartbeat_s),
-            http.stream("GET", url, headers=headers, timeout=TIMEOUT) as response,
-        ):
+        with http.stream("GET", url, headers=headers, timeout=TIMEOUT) as response:
             _check(response, what)
             content_type = response.headers.get("content-type", "").split(";")[0].strip()
             if what == "video":
@@ -76,16 +69,13 @@ def mirror_url(
 
 
 @contextmanager
-def heartbeats(beat: Callable[[], None] | None, every_s: float) -> Iterator[None]:
+def heartbeats(beat: Callable[[], None], every_s: float) -> Iterator[None]:
     """Call ``beat`` every ``every_s`` seconds from a small thread while the block runs.
 
     On a timer, not as data arrives: a copy stalled on a slow read or a full part pool still
     renews its claim, and a process killed mid-copy stops renewing at once, so its claim can be
     short. A failed beat is logged and the block goes on (a Redis restart must not cut a copy).
     """
-    if beat is None:
-        yield
-        return
     stop = threading.Event()
 
     def run() -> None:

@@ -48,9 +48,11 @@ def poll(job_id: str, d: Deps) -> list[Step]:
         d.stats.count(config.name, fields["key_id"], "poll")
         result = d.provider(config.name).poll(task, d.key(config.name, fields["key_id"]))
     except RetryableError as exc:
-        hint = min(exc.retry_after_s, schedule.RETRY_CAP_S) if exc.retry_after_s else None
-        hint = hint or schedule.next_poll(config, polls, remaining_s=remaining_s)
-        return _poll_again(job_id, hint, d, event=f"poll error: {exc.code}")
+        if exc.retry_after_s:
+            delay = min(exc.retry_after_s, schedule.RETRY_CAP_S)
+        else:
+            delay = schedule.next_poll(config, polls, remaining_s=remaining_s)
+        return _poll_again(job_id, delay, d, event=f"poll error: {exc.code}")
     except PermanentError as exc:
         return _stop(job_id, fields, exc, d)
     if result.status in (ProviderStatus.QUEUED, ProviderStatus.RUNNING):

@@ -1,6 +1,6 @@
 """What the pipeline asks to run next, and how that becomes a Celery message.
 
-Task names and queues are a contract (DESIGN.md §6): producers and operators rely on them.
+Task names and queues are a contract (docs/design.md §6): producers and operators rely on them.
 Messages carry the job id only — never prompts, images or keys.
 """
 
@@ -37,7 +37,7 @@ SENT_HEADER: Final = "vq_sent"
 class Step:
     """The next step of a job. ``countdown_s`` > 0: the step is scheduled in Redis (the due
     zset, written by the transition that returned it) and a due poller publishes it when it
-    falls due; it is never a countdown message parked in a worker (DESIGN §3)."""
+    falls due; it is never a countdown message parked in a worker (docs/design.md §3)."""
 
     task: StepName
     job_id: str

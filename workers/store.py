@@ -1,6 +1,6 @@
 """Job records in Redis: one hash per job, state indexes, and compare-and-set transitions.
 
-Besides the record fields of DESIGN.md §6 the hash holds internal fields that never leave
+Besides the record fields of docs/design.md §6 the hash holds internal fields that never leave
 vidqueue: ``key_id`` (the API key holding the job's slot), ``score`` (its waiting-set score),
 ``step_until`` (the earliest moment its next step may run, ms), ``sent`` (when its step's
 message was published, ms; cleared when a worker claims it), ``deadline_ms``, the provider's
@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import redis
 
 from workers import keys, lua
 from workers.jobs import NEXT, TERMINAL, JobError, JobRecord, JobSpec, State, now_iso
+
+if TYPE_CHECKING:
+    from workers.enqueue import Creator
 
 _RECORD_INTS: Final = ("attempts", "polls")
 _RECORD_STRS: Final = (
@@ -65,6 +68,7 @@ class Store:
         self._resend = client.register_script(lua.RESEND)
         self._prune = client.register_script(lua.PRUNE)
         self._take_due = client.register_script(lua.TAKE_DUE)
+        self._creator: Creator | None = None
 
     # -- creating and reading -------------------------------------------------------------
 
@@ -83,10 +87,12 @@ class Store:
         and False. With ``pipe`` the call is only queued there and returns None. (One job of
         ``workers.enqueue``, which creates batches.)
         """
-        from workers.enqueue import Creator, NewJob
+        from workers.enqueue import Creator, NewJob  # enqueue builds on this module
 
+        if self._creator is None:
+            self._creator = Creator(self.redis)
         job = NewJob.of(job_id, spec, fingerprint)
-        created = Creator(self.redis).create([job], producer=producer, pipe=pipe)
+        created = self._creator.create([job], producer=producer, pipe=pipe)
         if created is None:
             return None
         existing = created.existing.get(0)
@@ -214,7 +220,7 @@ def fair_key(spec: JobSpec, producer: str) -> str:
 
 
 def record_from(fields: Mapping[str, str]) -> JobRecord:
-    """The public record (DESIGN.md §6) from a job hash; internal fields stay behind."""
+    """The public record (docs/design.md §6) from a job hash; internal fields stay behind."""
     data: dict[str, Any] = {
         "id": fields["id"],
         "state": fields["state"],

@@ -1,7 +1,7 @@
 """Volcengine Ark / BytePlus ModelArk: Doubao Seedance video generation.
 
-Wire format: WIRE-FORMATS.md §4. A submit body has no request-id field, so a submit whose outcome
-is unknown can never be re-sent safely nor matched to the task it may have created
+Wire format: docs/wire-formats.md §4. A submit body has no request-id field, so a submit whose
+outcome is unknown can never be re-sent safely nor matched to the task it may have created
 (``idempotent_submit`` is False, ``reconcile`` finds nothing). Provider-specific fields come from
 ``spec.options`` under their wire names; ``spec.callback_url`` is vidqueue's own webhook for the
 producer and is never handed to Ark (``options.callback_url`` is). What a spec may hold, and the
@@ -63,7 +63,7 @@ _ACTIVE: Final = (ProviderStatus.QUEUED, ProviderStatus.RUNNING)
 
 
 def classify(failure: HttpFailure) -> VidqueueError | None:
-    """Ark's error codes (WIRE-FORMATS.md §4); None leaves the generic status rules."""
+    """Ark's error codes (docs/wire-formats.md §4); None leaves the generic status rules."""
     code, message = failure.code or "", failure.describe()
     if "SensitiveContentDetected" in code:
         return PermanentError(message, code=CONTENT_POLICY)

@@ -1,6 +1,6 @@
 """What Ark's Seedance models accept, and the submit built from a job spec.
 
-Rules only, no HTTP: the producer checks specs with them at enqueue time (WIRE-FORMATS.md §4).
+Rules only, no HTTP: the producer checks specs with them at enqueue time (docs/wire-formats.md §4).
 Provider-specific fields come from ``spec.options`` under their wire names.
 """
 

@@ -1,6 +1,6 @@
 """A new-api-style gateway (QuantumNous/new-api): many vendors behind one token.
 
-Wire format: WIRE-FORMATS.md §3, the generic routes ``POST /v1/video/generations`` and
+Wire format: docs/wire-formats.md §3, the generic routes ``POST /v1/video/generations`` and
 ``GET /v1/video/generations/{task_id}``. The model picks the upstream vendor ("family"); the
 spec's ``options`` go into ``metadata``, which the gateway merges into the vendor's own body, so
 they are checked against that vendor's fields. The gateway takes no idempotency id of its own,
@@ -73,7 +73,7 @@ _PERMANENT_CODES: Final = {
 
 
 def classify(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
-    """new-api's task and middleware codes (WIRE-FORMATS.md §3); None leaves the generic rules."""
+    """new-api's task and middleware codes (docs/wire-formats.md §3); None: the generic rules."""
     code, message = failure.code or "", failure.describe()
     if submitting and (code == "do_request_failed" or failure.status == 504):
         # The gateway lost its upstream call (or a proxy timed out) after sending it.

@@ -2,7 +2,7 @@
 
 Rules only, no HTTP: the producer checks specs with them at enqueue time. The model picks the
 vendor family; the spec's ``options`` go into ``metadata``, which the gateway merges into that
-vendor's own body, so they are checked against the vendor's fields (WIRE-FORMATS.md §3).
+vendor's own body, so they are checked against the vendor's fields (docs/wire-formats.md §3).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ FAMILIES: Final = (
     ("seedance", "doubao"),
     ("sora", "sora"),
 )
-# The vendor-native fields each family reads from `metadata` (WIRE-FORMATS.md §3). Kling's
+# The vendor-native fields each family reads from `metadata` (docs/wire-formats.md §3). Kling's
 # `mode` is a top-level field too, but its adaptor lets metadata override it.
 METADATA_KEYS: Final[dict[str, frozenset[str]]] = {
     "kling": _fields(

@@ -1,6 +1,6 @@
 """Kling's own API (klingai.com): text-to-video and image-to-video.
 
-Wire format: WIRE-FORMATS.md §5. Requests carry a short-lived HS256 JWT signed with the key's
+Wire format: docs/wire-formats.md §5. Requests carry a short-lived HS256 JWT signed with the key's
 SecretKey; the key variable holds ``ACCESS_KEY:SECRET_KEY``. A job without an image goes to the
 ``text2video`` family, one with images to ``image2video``; the family is kept in
 ``ProviderTask.extra`` because a task can only be polled under the family it was created in.
@@ -88,7 +88,7 @@ class KeyFormatError(ConfigError, PermanentError):
 
 
 def business_codes(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
-    """Kling's business codes (WIRE-FORMATS.md §5); None leaves the generic status rules."""
+    """Kling's business codes (docs/wire-formats.md §5); None leaves the generic status rules."""
     code = int(failure.code) if failure.code and failure.code.isdigit() else None
     message = failure.describe()
     if code == 1203:  # a resource (a model on submit, the task on a poll) does not exist

@@ -1,7 +1,7 @@
 """What Kling's models accept, and the submit built from a job spec.
 
-Rules only, no HTTP: the producer checks specs with them at enqueue time (WIRE-FORMATS.md §5). A
-job without an image goes to the ``text2video`` family, one with images to ``image2video``.
+Rules only, no HTTP: the producer checks specs with them at enqueue time (docs/wire-formats.md §5).
+A job without an image goes to the ``text2video`` family, one with images to ``image2video``.
 Provider fields come from ``spec.options`` under their wire names; the job id always goes out as
 ``external_task_id``.
 """

@@ -1,6 +1,6 @@
 """OpenAI Videos API (Sora 2).
 
-Wire format: WIRE-FORMATS.md §2 (openai-python's videos resource and the video guide).
+Wire format: docs/wire-formats.md §2 (openai-python's videos resource and the video guide).
 ``POST /videos`` takes no idempotency id, so a submit whose outcome is unknown must never be sent
 again (``idempotent_submit = False``): the pipeline parks it for reconciliation instead. The
 result is not a public URL but ``GET /videos/{id}/content``, which needs the API key — so
@@ -57,7 +57,7 @@ _PERMANENT_CODES: Final = {
 
 
 def classify(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
-    """OpenAI's error codes (WIRE-FORMATS.md §2); None leaves the generic status rules."""
+    """OpenAI's error codes (docs/wire-formats.md §2); None leaves the generic status rules."""
     message = failure.describe()
     if submitting and failure.status == 504:
         # A gateway timeout after the request went out: OpenAI may have created the video.

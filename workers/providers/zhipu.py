@@ -1,6 +1,6 @@
 """Zhipu AI (bigmodel.cn / Z.ai): CogVideoX and the Vidu models Zhipu hosts.
 
-Wire format: WIRE-FORMATS.md §1 and the official CogVideoX API reference. The job id goes out
+Wire format: docs/wire-formats.md §1 and the official CogVideoX API reference. The job id goes out
 as ``request_id``; Zhipu refuses a repeated one with business code 1231, so re-sending a submit
 whose outcome is unknown can never start a second paid generation (``idempotent_submit``). What
 a spec may hold, and the submit built from it: ``workers.providers.zhipu_spec``.
@@ -80,7 +80,7 @@ _PERMANENT_STATUSES: Final = {434: PERMISSION_DENIED, 435: INVALID_REQUEST}
 
 
 def classify(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
-    """Zhipu's business codes (WIRE-FORMATS.md §1); None leaves the generic status rules."""
+    """Zhipu's business codes (docs/wire-formats.md §1); None leaves the generic status rules."""
     code, message = failure.code or "", failure.describe()
     if code == "1231" and submitting:
         return DuplicateSubmission(message)

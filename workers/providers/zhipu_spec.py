@@ -1,8 +1,8 @@
 """What Zhipu's video models (CogVideoX, and the Vidu models Zhipu hosts) accept, and the submit
 built from a job spec.
 
-Rules only, no HTTP: the producer checks specs with them at enqueue time (WIRE-FORMATS.md §1 and
-the official CogVideoX API reference).
+Rules only, no HTTP: the producer checks specs with them at enqueue time
+(docs/wire-formats.md §1 and the official CogVideoX API reference).
 """
 
 from __future__ import annotations
