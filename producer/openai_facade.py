@@ -1,4 +1,4 @@
-"""An OpenAI-compatible facade: the Videos API (``/v1/videos``, WIRE-FORMATS.md §2) over
+"""An OpenAI-compatible facade: the Videos API (``/v1/videos``, docs/wire-formats.md §2) over
 vidqueue's jobs, so the official OpenAI SDKs and tools built for Sora can use vidqueue as is.
 
 - A video *is* a job: the same id works under ``/v1/jobs``; scoping is by bearer token.

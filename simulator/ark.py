@@ -1,4 +1,4 @@
-"""Volcengine Ark (Doubao Seedance) video generation, on the wire as WIRE-FORMATS.md §4 says.
+"""Volcengine Ark (Doubao Seedance) video generation, on the wire as docs/wire-formats.md §4 says.
 
 Mounted under ``/ark/api/v3``, so a client's ``base_url`` is ``http://127.0.0.1:PORT/ark/api/v3``.
 Errors use Ark's envelope ``{"error": {"code", "message", "param", "type"}}`` with string codes;

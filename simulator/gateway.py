@@ -1,4 +1,4 @@
-"""A new-api-style gateway (QuantumNous/new-api), on the wire as WIRE-FORMATS.md §3 says.
+"""A new-api-style gateway (QuantumNous/new-api), on the wire as docs/wire-formats.md §3 says.
 
 Mounted under ``/gateway``, so a client's ``base_url`` is ``http://127.0.0.1:PORT/gateway``.
 ``POST /v1/video/generations`` answers the OpenAI-style task object; ``GET …/{task_id}`` wraps a

@@ -1,4 +1,4 @@
-"""Kling's own API, on the wire as WIRE-FORMATS.md §5 says.
+"""Kling's own API, on the wire as docs/wire-formats.md §5 says.
 
 Mounted under ``/kling``, so a client's ``base_url`` is ``http://127.0.0.1:PORT/kling``. Every
 request needs ``Authorization: Bearer <JWT>``: HS256, signed with the secret key registered for
@@ -160,7 +160,7 @@ def _parse(raw: bytes, family: str) -> CreateVideo | JSONResponse:
 
 
 def _problem(body: CreateVideo, family: str) -> str | None:
-    """What the field types alone cannot say, per WIRE-FORMATS.md §5."""
+    """What the field types alone cannot say, per docs/wire-formats.md §5."""
     if family == "text2video" and not (body.prompt and body.prompt.strip()):
         return "prompt is required for text2video"
     if family == "image2video" and (body.image is None or body.aspect_ratio is not None):

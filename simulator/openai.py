@@ -1,4 +1,4 @@
-"""OpenAI Videos API (Sora 2), on the wire as WIRE-FORMATS.md §2 says.
+"""OpenAI Videos API (Sora 2), on the wire as docs/wire-formats.md §2 says.
 
 Mounted under ``/openai/v1``, so a client's ``base_url`` is ``http://127.0.0.1:PORT/openai/v1``.
 ``POST /videos`` takes JSON or ``multipart/form-data`` (``input_reference`` as a file part);

@@ -1,4 +1,4 @@
-"""Zhipu (bigmodel.cn / Z.ai) video generation, on the wire exactly as WIRE-FORMATS.md §1 says.
+"""Zhipu (bigmodel.cn / Z.ai) video generation, on the wire exactly as docs/wire-formats.md §1 says.
 
 Mounted under ``/zhipu/api/paas/v4``, so a client's ``base_url`` is
 ``http://127.0.0.1:PORT/zhipu/api/paas/v4``. This module only translates between Zhipu's JSON and
