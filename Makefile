@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 PYPROJECT_HASH := $(shell $(PYTHON) -c "import hashlib; print(hashlib.sha256(open('pyproject.toml', 'rb').read()).hexdigest()[:16])")
 STAMP  := $(VENV)/.installed-$(PYPROJECT_HASH)
 
-.PHONY: venv install demo down test lint bench chaos clean
+.PHONY: venv install demo down test test-unit lint bench chaos clean
 
 venv: $(STAMP)
 install: venv
@@ -30,6 +30,10 @@ down:
 
 test: venv
 	$(BIN)/pytest -q
+
+# The unit tier: nothing but a bare redis-server (tests/unit), in seconds.
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
 
 lint: venv
 	$(BIN)/ruff check .

@@ -14,13 +14,13 @@ from celery.signals import worker_init
 from kombu import Exchange, Queue
 
 from config import providers
+from config.errors import ConfigError
+from config.names import QUEUES, TASKS
 from config.settings import Settings, get_settings
-from workers.errors import ConfigError
-from workers.steps import QUEUES, TASKS
 
 # Redis re-delivers a message that stays un-acked this long: it must be above the longest step
 # (a mirror: < 30 min). No message waits un-acked for a countdown (scheduled steps wait in
-# Redis: workers.due), and lost messages are re-sent much sooner by the due pollers.
+# Redis: workers.steps.due), and lost messages are re-sent much sooner by the due pollers.
 VISIBILITY_TIMEOUT_S: Final = 3600
 
 
@@ -31,8 +31,9 @@ def make_app(settings: Settings) -> Celery:
         broker_url=settings.redis_url,
         broker_connection_retry_on_startup=True,
         # kombu's Redis transport, fixed so that a worker survives a Redis restart (Celery 5.7
-        # otherwise exits on the reconnect whenever it holds un-acked messages): workers.broker.
-        broker_transport="workers.broker:Transport",
+        # otherwise exits on the reconnect whenever it holds un-acked messages):
+        # workers.redis.broker.
+        broker_transport="workers.redis.broker:Transport",
         broker_transport_options={
             "visibility_timeout": VISIBILITY_TIMEOUT_S,
             # Redis restarts: keep trying instead of crashing the worker.
@@ -83,7 +84,7 @@ def make_app(settings: Settings) -> Celery:
         },
     )
     # Every worker publishes the steps that fall due (scheduled in Redis, not parked in memory).
-    app.steps["worker"].add("workers.due:DuePollerStep")
+    app.steps["worker"].add("workers.bootsteps:DuePollerStep")
     return app
 
 

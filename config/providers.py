@@ -17,13 +17,13 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from workers.errors import ConfigError
+from config.errors import ConfigError
 
 # One adapter module per kind: workers/providers/{kind}.py (see workers.providers).
 KINDS: Final = frozenset({"zhipu", "openai", "gateway", "ark", "kling"})
 # The longest wait before a step (a poll, a webhook retry). Scheduled steps wait in Redis, not in
-# a broker message (workers.due), so this bounds only how long a misconfigured provider can leave
-# a job unlooked-at.
+# a broker message (workers.steps.due), so this bounds only how long a misconfigured provider
+# can leave a job unlooked-at.
 MAX_COUNTDOWN_S: Final = 3600.0
 
 

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     # How often Celery beat runs the sweep (leases, index pruning, dispatch).
     sweep_interval_s: float = Field(default=10.0, gt=0)
     # How long a published step may stay unclaimed before a due poller checks whether its
-    # message was lost (workers.due); also how late a claimed step's lease may run.
+    # message was lost (workers.steps.due); also how late a claimed step's lease may run.
     sweep_grace_s: float = Field(default=15.0, ge=0)
     # Celery task events (what Flower shows). On by default; off saves about 2 Redis PUBLISHes
     # and some CPU per task (`make bench` lean measures it).

@@ -27,10 +27,9 @@ import httpx
 from pydantic import BaseModel
 
 from producer.batch import IdempotencyConflict
-from workers.cancel import CancelRefused
-from workers.errors import InvalidSpec, VidqueueError
-from workers.jobs import TERMINAL, JobRecord, JobSpec, State
-from workers.listing import JobPage
+from workers.domain.errors import CancelRefused, InvalidSpec, VidqueueError
+from workers.domain.jobs import TERMINAL, JobRecord, JobSpec, State
+from workers.redis.listing import JobPage
 
 __all__ = ["ApiError", "AsyncClient", "JobPage", "JobRecord", "Uploaded"]
 

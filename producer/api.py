@@ -28,11 +28,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from producer import batch, metrics, openai_facade, web
 from producer.batch import IdempotencyConflict
 from producer.web import ApiError, Producer, client, error_response, producer_identity
-from workers.cancel import CancelRefused
-from workers.errors import ConfigError, InvalidSpec, PermanentError, RetryableError
-from workers.jobs import JobRecord, JobSpec, State
-from workers.listing import InvalidCursor, JobPage
-from workers.uploads import MAX_UPLOAD_BYTES
+from workers.domain.errors import (
+    CancelRefused,
+    ConfigError,
+    InvalidSpec,
+    PermanentError,
+    RetryableError,
+)
+from workers.domain.jobs import JobRecord, JobSpec, State
+from workers.io.uploads import MAX_UPLOAD_BYTES
+from workers.redis.listing import InvalidCursor, JobPage
 
 __all__ = ["app", "client", "producer_identity"]
 
@@ -219,7 +224,7 @@ async def create_jobs(request: Request) -> Response:
 
 
 def _accepted(text: str, providers: list[str]) -> Response:
-    """A 202 with records rendered once, from what was stored (see ``workers.enqueue``): the
+    """A 202 with records rendered once, from what was stored (see ``workers.redis.enqueue``): the
     same JSON as the response model gives, without validating it again. The providers' free
     slots are filled right after the answer is sent."""
     dispatch = BackgroundTask(_dispatches.soon, providers)

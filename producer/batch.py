@@ -24,10 +24,10 @@ from weakref import WeakKeyDictionary
 from pydantic import TypeAdapter, ValidationError
 
 from config.providers import Catalogue
-from workers.enqueue import Created, NewJob
-from workers.errors import ConfigError, InvalidSpec, VidqueueError
-from workers.jobs import JobRecord, JobSpec
+from workers.domain.errors import ConfigError, InvalidSpec, VidqueueError
+from workers.domain.jobs import JobRecord, JobSpec
 from workers.providers import validator
+from workers.redis.enqueue import Created, NewJob
 
 MAX_BATCH: Final = 1000
 
@@ -178,7 +178,7 @@ def _with_key(data: Any, key: str) -> Any:
 def check_keys(specs: Sequence[JobSpec], marks: Sequence[str]) -> None:
     """Refuse the batch before anything is created when an idempotency key is used twice in
     it for different specs. (A key already taken by a different request is refused by the
-    CREATE script itself, atomically: see ``workers.enqueue``.)"""
+    CREATE script itself, atomically: see ``workers.redis.enqueue``.)"""
     first: dict[str, int] = {}
     for index, spec in enumerate(specs):
         key = spec.idempotency_key

@@ -21,9 +21,9 @@ from typing import Any
 from producer import batch
 from producer.client import CancelRefused, Client, IdempotencyConflict
 from producer.progress import CountBar, ProgressLine, summary, summary_table
-from workers.errors import InvalidSpec, VidqueueError
-from workers.jobs import TERMINAL, JobRecord, State
-from workers.storage import storage_errors
+from workers.domain.errors import InvalidSpec, VidqueueError
+from workers.domain.jobs import TERMINAL, JobRecord, State
+from workers.io.storage import storage_errors
 
 SPEC_FLAGS = ("provider", "model", "prompt", "size", "quality", "negative_prompt", "callback_url")
 INT_FLAGS = ("duration", "fps", "seed", "priority")

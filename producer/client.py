@@ -29,15 +29,17 @@ from config.providers import Catalogue
 from config.settings import Settings, get_settings
 from producer import batch
 from producer.batch import MAX_BATCH, IdempotencyConflict, fingerprint, parse_spec
-from workers import cancel, keys, listing, outcomes, steps, uploads, webhooks
-from workers.cancel import CancelRefused
 from workers.deps import Deps, build
-from workers.enqueue import Creator, NewJob
-from workers.errors import InvalidSpec, PermanentError
-from workers.jobs import TERMINAL, JobRecord, JobSpec, State
-from workers.listing import Filters, JobPage, Position
-from workers.storage import Storage, storage_errors
-from workers.store import record_from
+from workers.domain import messages
+from workers.domain.errors import CancelRefused, InvalidSpec, PermanentError
+from workers.domain.jobs import TERMINAL, JobRecord, JobSpec, State
+from workers.io import uploads, webhooks
+from workers.io.storage import Storage, storage_errors
+from workers.redis import keys, listing
+from workers.redis.enqueue import Creator, NewJob
+from workers.redis.listing import Filters, JobPage, Position
+from workers.redis.store import record_from
+from workers.steps import cancelling, endings
 
 __all__ = [
     "MAX_BATCH",
@@ -180,7 +182,7 @@ class Client:
     def dispatch(self, providers: Iterable[str]) -> None:
         """Fill the free slots of each provider with its waiting jobs."""
         for provider in providers:
-            steps.send(self._celery, outcomes.dispatch(provider, self.deps))
+            messages.send(self._celery, endings.dispatch(provider, self.deps))
 
     def upload(self, data: bytes, *, producer: str | None = None) -> uploads.Upload:
         """Store an image (PNG or JPEG, ≤ 5 MB); its ``ref`` is usable as a spec's ``image``."""
@@ -280,7 +282,7 @@ class Client:
         mirroring or finished. A job the provider still works on stays counted (and polled)
         until the provider lets go, unless the provider can cancel it."""
         self._owned_fields(job_id, producer)
-        steps.send(self._celery, cancel.cancel(job_id, self.deps))
+        messages.send(self._celery, cancelling.cancel(job_id, self.deps))
         return self._existing(job_id)
 
     def purge(self, job_id: str, *, producer: str | None = None) -> None:

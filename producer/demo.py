@@ -117,7 +117,7 @@ def _watch(
 
 
 def _seconds(record: dict[str, Any]) -> str:
-    from workers.jobs import parse_iso
+    from workers.domain.jobs import parse_iso
 
     if not record.get("completed_at"):
         return "-"

@@ -30,14 +30,13 @@ from config.providers import Catalogue
 from producer import web
 from producer.progress import fraction
 from producer.web import ApiError, Producer, client
-from workers import keys, listing
-from workers.cancel import CancelRefused
-from workers.errors import InvalidSpec
-from workers.jobs import TERMINAL, JobRecord, State, parse_iso
-from workers.listing import InvalidCursor
-from workers.storage import storage_errors
-from workers.store import record_from
-from workers.uploads import MAX_UPLOAD_BYTES
+from workers.domain.errors import CancelRefused, InvalidSpec
+from workers.domain.jobs import TERMINAL, JobRecord, State, parse_iso
+from workers.io.storage import storage_errors
+from workers.io.uploads import MAX_UPLOAD_BYTES
+from workers.redis import keys, listing
+from workers.redis.listing import InvalidCursor
+from workers.redis.store import record_from
 
 router = APIRouter(prefix=web.OPENAI_PREFIX, tags=["OpenAI-compatible videos"])
 

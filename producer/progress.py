@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, TextIO
 
-from workers.jobs import JobRecord, State, parse_iso
+from workers.domain.jobs import JobRecord, State, parse_iso
 
 WIDTH: Final = 30
 _FRACTION: Final = {

@@ -42,9 +42,9 @@ from config.settings import Settings
 from devstack.stack import Stack
 from producer.client import Client
 from tests.support.benchstack import bench_settings, sim_url
-from workers.cancel import CancelRefused
-from workers.jobs import TERMINAL, JobRecord, JobSpec, parse_iso
-from workers.store import Store
+from workers.domain.errors import CancelRefused
+from workers.domain.jobs import TERMINAL, JobRecord, JobSpec, parse_iso
+from workers.redis.store import Store
 
 SCALE = 10  # scenario 2 runs 10x faster than real time
 PROVIDERS = """

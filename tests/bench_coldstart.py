@@ -32,7 +32,7 @@ import httpx
 
 from devstack.stack import Stack
 from tests.support.benchstack import bench_settings, sim_url
-from workers.jobs import TERMINAL, parse_iso
+from workers.domain.jobs import TERMINAL, parse_iso
 
 Row = tuple[str, str, str]
 CAP, N_JOBS, POLL_S, SEED = 8, 48, 1.0, 20261201

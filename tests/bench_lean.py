@@ -33,8 +33,8 @@ from devstack.processes import ServiceSpec
 from devstack.stack import Stack
 from producer.client import Client
 from tests.support.benchstack import bench_settings
-from workers import keys
-from workers.jobs import TERMINAL, JobRecord, State, parse_iso
+from workers.domain.jobs import TERMINAL, JobRecord, State, parse_iso
+from workers.redis import keys
 
 Row = tuple[str, str, str]
 PROVIDERS = """
@@ -132,7 +132,7 @@ class Lean:
         return time.time()
 
     def _finish(self, run: Run) -> Run:
-        time.sleep(1.5)  # the workers' last batched figures are written (workers.stats)
+        time.sleep(1.5)  # the workers' last batched figures are written (workers.redis.stats)
         run.commands = self.commands()
         return run
 

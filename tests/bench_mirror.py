@@ -33,8 +33,8 @@ import httpx
 from config.settings import Settings
 from devstack.ports import free_ports
 from devstack.stack import Stack
-from workers.mirror import mirror_url
-from workers.storage import Storage
+from workers.io.storage import Storage
+from workers.io.stream import mirror_url
 
 MiB = 1024 * 1024
 RSS_MIB = 1024

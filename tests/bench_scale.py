@@ -37,7 +37,7 @@ import redis
 from config.settings import Settings
 from devstack.stack import Stack
 from tests.support.benchstack import bench_settings, sim_url
-from workers import keys
+from workers.redis import keys
 
 Row = tuple[str, str, str]
 MEAN_S, JITTER_S = 150.0, 30.0  # generations of 120-180 s
@@ -255,7 +255,7 @@ def _pct(values: list[float], fraction: float) -> float:
 
 
 def _lags(s: Scale, records: list[dict[str, str]]) -> list[float]:
-    from workers.jobs import parse_iso
+    from workers.domain.jobs import parse_iso
 
     lags = []
     with httpx.Client(base_url=s.sim, timeout=30) as http:
@@ -284,7 +284,7 @@ def _rows(
     done: int,
     polls: int,
 ) -> list[Row]:
-    from workers.jobs import parse_iso
+    from workers.domain.jobs import parse_iso
 
     n = level.in_flight
     ok = [r for r in records if r.get("state") == "succeeded"]

@@ -43,8 +43,8 @@ from devstack.processes import StartError
 from devstack.stack import Stack
 from producer.client import Client
 from tests.chaos_checks import SETTLED, Report, check
-from workers import keys
-from workers.store import Store
+from workers.redis import keys
+from workers.redis.store import Store
 
 PROVIDERS = """
 [providers.chaos]

@@ -24,10 +24,10 @@ import httpx
 import redis
 from botocore.exceptions import ClientError
 
-from workers.gate import Gate
-from workers.jobs import TERMINAL, State
-from workers.storage import Storage
-from workers.store import Store
+from workers.domain.jobs import TERMINAL, State
+from workers.io.storage import Storage
+from workers.redis.gate import Gate
+from workers.redis.store import Store
 
 if TYPE_CHECKING:
     from tests.chaos import Chaos

@@ -17,14 +17,14 @@ import redis
 from config import providers as provider_config
 from config.providers import ApiKey, Catalogue, ProviderConfig
 from config.settings import Settings
-from workers.errors import ConfigError
-from workers.gate import Gate
+from workers.domain.errors import ConfigError
+from workers.io.storage import Storage
 from workers.providers import build as build_provider
 from workers.providers.base import VideoProvider
-from workers.ratelimit import RateLimiter
-from workers.stats import Stats
-from workers.storage import Storage
-from workers.store import Store
+from workers.redis.gate import Gate
+from workers.redis.limiter import RateLimiter
+from workers.redis.stats import Stats
+from workers.redis.store import Store
 
 DURATIONS_REFRESH_S: Final = 30.0
 

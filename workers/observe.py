@@ -1,14 +1,14 @@
 """What operators look at: one snapshot of the queue, read from Redis, for `vidqueue top` and
 the API's Prometheus `/metrics`. Request rates and histograms are written by the workers in
-batches (``workers.stats``), so they trail the jobs by up to ``stats.FLUSH_INTERVAL_S``."""
+batches (``workers.redis.stats``), so they trail the jobs by up to ``stats.FLUSH_INTERVAL_S``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers import keys as keys_module
 from workers.deps import Deps
-from workers.stats import BUCKETS, HISTOGRAMS
+from workers.redis import keys as keys_module
+from workers.redis.stats import BUCKETS, HISTOGRAMS
 
 
 @dataclass(frozen=True)

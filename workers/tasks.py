@@ -15,12 +15,16 @@ import redis
 from celery.signals import worker_process_init
 
 from config.celery import app
+from config.names import TASKS
 from config.settings import get_settings
-from workers import cancel as cancel_step
-from workers import delivery, pipeline, polling
 from workers.deps import Deps, build, warm
-from workers.steps import TASKS, Step, send
-from workers.sweep import sweep as sweep_step
+from workers.domain.messages import Step, send
+from workers.steps import cancel as cancel_step
+from workers.steps import mirror as mirror_step
+from workers.steps import notify as notify_step
+from workers.steps import poll as poll_step
+from workers.steps import submit as submit_step
+from workers.steps.sweep import sweep as sweep_step
 
 log = logging.getLogger("vidqueue.tasks")
 # httpx logs every request at INFO: at hundreds of polls a second that is CPU and log volume
@@ -84,22 +88,22 @@ def _run(step: Callable[[str, Deps], list[Step]], job_id: str) -> None:
 # HTTP timeouts. A step cut short leaves its claim to lapse, and the sweep re-sends it.
 @app.task(name=TASKS["submit"], soft_time_limit=150, time_limit=180, **_COMMON)
 def submit(job_id: str) -> None:
-    _run(pipeline.submit, job_id)
+    _run(submit_step.submit, job_id)
 
 
 @app.task(name=TASKS["poll"], soft_time_limit=90, time_limit=120, **_COMMON)
 def poll(job_id: str) -> None:
-    _run(polling.poll, job_id)
+    _run(poll_step.poll, job_id)
 
 
 @app.task(name=TASKS["mirror"], soft_time_limit=1500, time_limit=1700, **_COMMON)
 def mirror(job_id: str) -> None:
-    _run(delivery.mirror, job_id)
+    _run(mirror_step.mirror, job_id)
 
 
 @app.task(name=TASKS["notify"], soft_time_limit=45, time_limit=60, **_COMMON)
 def notify(job_id: str) -> None:
-    _run(delivery.notify, job_id)
+    _run(notify_step.notify, job_id)
 
 
 @app.task(name=TASKS["sweep"], soft_time_limit=120, time_limit=150, **_COMMON)

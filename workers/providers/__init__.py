@@ -15,8 +15,8 @@ from types import ModuleType
 import httpx
 
 from config.providers import KINDS, ProviderConfig
-from workers.errors import ConfigError
-from workers.jobs import JobSpec
+from workers.domain.errors import ConfigError
+from workers.domain.jobs import JobSpec
 from workers.providers.base import VideoProvider
 
 Factory = Callable[[ProviderConfig, httpx.Client], VideoProvider]

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from config.providers import ApiKey, ProviderConfig
-from workers.errors import (
+from workers.domain.errors import (
     CANCELLED,
     CONTENT_POLICY,
     INSUFFICIENT_BALANCE,
@@ -34,7 +34,7 @@ from workers.errors import (
     SubmitOutcomeUnknown,
     VidqueueError,
 )
-from workers.jobs import JobSpec, ProviderStatus
+from workers.domain.jobs import JobSpec, ProviderStatus
 from workers.providers.ark_spec import request_body, validate
 from workers.providers.base import PollResult, ProviderTask, with_finish_time
 from workers.providers.http import (

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from workers.errors import InvalidSpec
-from workers.jobs import JobSpec
-from workers.providers.images import check_image
+from workers.domain.errors import InvalidSpec
+from workers.domain.images import check_image
+from workers.domain.jobs import JobSpec
 
 RESOLUTIONS: Final = ("480p", "720p", "1080p")
 RATIOS: Final = ("21:9", "16:9", "4:3", "1:1", "3:4", "9:16", "9:21", "adaptive")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from config.providers import ApiKey, ProviderConfig
-from workers.jobs import JobSpec, ProviderStatus
+from workers.domain.jobs import JobSpec, ProviderStatus
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from config.providers import ApiKey, ProviderConfig
-from workers.errors import (
+from workers.domain.errors import (
     CONCURRENCY_LIMITED,
     CONTENT_POLICY,
     INSUFFICIENT_BALANCE,
@@ -36,7 +36,7 @@ from workers.errors import (
     SubmitOutcomeUnknown,
     VidqueueError,
 )
-from workers.jobs import JobSpec, ProviderStatus
+from workers.domain.jobs import JobSpec, ProviderStatus
 from workers.providers.base import PollResult, ProviderTask, with_finish_time
 from workers.providers.gateway_spec import request_body, validate
 from workers.providers.http import HttpFailure, JsonApi, redact, under_base_url

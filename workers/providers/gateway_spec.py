@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from workers.errors import InvalidSpec
-from workers.jobs import JobSpec
-from workers.providers.images import check_images
+from workers.domain.errors import InvalidSpec
+from workers.domain.images import check_images
+from workers.domain.jobs import JobSpec
 from workers.providers.openai_spec import check_seconds_and_size
 
 

@@ -30,7 +30,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
-from workers.errors import (
+from workers.domain.errors import (
     AUTH_FAILED,
     INVALID_REQUEST,
     PERMISSION_DENIED,

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 
 from config.providers import ApiKey, ProviderConfig
-from workers.errors import (
+from workers.domain.errors import (
     AUTH_FAILED,
     CONCURRENCY_LIMITED,
     CONTENT_POLICY,
@@ -44,7 +44,7 @@ from workers.errors import (
     SubmitOutcomeUnknown,
     VidqueueError,
 )
-from workers.jobs import JobSpec, ProviderStatus
+from workers.domain.jobs import JobSpec, ProviderStatus
 from workers.providers.base import PollResult, ProviderTask, with_finish_time
 from workers.providers.http import (
     BusinessCodes,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from workers.errors import InvalidSpec
-from workers.jobs import JobSpec
-from workers.providers.images import check_images
+from workers.domain.errors import InvalidSpec
+from workers.domain.images import check_images
+from workers.domain.jobs import JobSpec
 
 FAMILIES: Final = ("text2video", "image2video")
 _T2V: Final = (

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from config.providers import ApiKey, ProviderConfig
-from workers.errors import (
+from workers.domain.errors import (
     AUTH_FAILED,
     CONTENT_POLICY,
     INSUFFICIENT_BALANCE,
@@ -31,7 +31,7 @@ from workers.errors import (
     SubmitOutcomeUnknown,
     VidqueueError,
 )
-from workers.jobs import JobSpec, ProviderStatus
+from workers.domain.jobs import JobSpec, ProviderStatus
 from workers.providers.base import PollResult, ProviderTask, with_finish_time
 from workers.providers.http import HttpFailure, JsonApi, redact
 from workers.providers.http import under_base_url as under_base_url

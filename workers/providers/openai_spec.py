@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 from typing import Any, Final
 
-from workers.errors import InvalidSpec
-from workers.jobs import JobSpec
-from workers.providers.images import check_images
+from workers.domain.errors import InvalidSpec
+from workers.domain.images import check_images
+from workers.domain.jobs import JobSpec
 
 MODELS: Final = (
     "sora-2",

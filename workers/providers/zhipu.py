@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from config.providers import ApiKey, ProviderConfig
-from workers.errors import (
+from workers.domain.errors import (
     AUTH_FAILED,
     CONCURRENCY_LIMITED,
     CONTENT_POLICY,
@@ -37,7 +37,7 @@ from workers.errors import (
     SubmitOutcomeUnknown,
     VidqueueError,
 )
-from workers.jobs import JobSpec, ProviderStatus
+from workers.domain.jobs import JobSpec, ProviderStatus
 from workers.providers.base import PollResult, ProviderTask
 from workers.providers.http import HttpFailure, JsonApi, redact
 from workers.providers.jwt import Minted, TokenCache, sign_hs256

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from workers.errors import InvalidSpec
-from workers.jobs import JobSpec
-from workers.providers.images import check_images
+from workers.domain.errors import InvalidSpec
+from workers.domain.images import check_images
+from workers.domain.jobs import JobSpec
 
 COGVIDEOX: Final = ("cogvideox-flash", "cogvideox-2", "cogvideox-3")
 # Vidu models Zhipu hosts, with how many images each takes (min, max): their rules stay light.

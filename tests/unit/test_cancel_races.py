@@ -1,0 +1,59 @@
+"""Cancels that race a submit in flight, against a real Redis and a fake provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from tests.support.fakes import FakeZhipu, catalogue, fake_deps, job
+from workers.domain.jobs import State
+from workers.steps import cancelling, endings, submit
+
+
+@pytest.fixture
+def d(redis_db: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("KEY_A", "secret-a")
+    return fake_deps(redis_db, catalogue(), FakeZhipu())
+
+
+def test_a_cancel_requested_during_submit_is_carried_out_after_it(d: Any) -> None:
+    # Given a job whose submit is under way
+    job(d.store, "j1", producer="A")
+    endings.dispatch("sim", d)
+    real_submit = d.provider("sim").submit
+
+    def submit_while_cancelled(*args: Any) -> Any:
+        # When the producer cancels while the provider call is in flight
+        assert d.store.fields("j1")["state"] == State.SUBMITTING
+        assert cancelling.cancel("j1", d) == []
+        return real_submit(*args)
+
+    d.provider("sim").submit = submit_while_cancelled
+    steps = submit.submit("j1", d)
+    # Then once the provider answered, the job is cancelled (still counted until it lets go)
+    fields = d.store.fields("j1")
+    assert fields["state"] == State.CANCELLED
+    assert fields["provider_task_id"]
+    assert fields["at_provider"] == "1"
+    assert {s.task for s in steps} >= {"cancel", "poll"}
+
+
+def test_a_cancel_that_reads_a_stale_state_tries_again(d: Any) -> None:
+    # Given a job that has just moved from submitting to running
+    job(d.store, "j1", producer="A")
+    endings.dispatch("sim", d)
+    submit.submit("j1", d)
+    assert d.store.fields("j1")["state"] == State.RUNNING
+    # When a cancel first reads it as "submitting" (a read from before the submit finished)
+    real_fields = d.store.fields
+    reads = iter([{**real_fields("j1"), "state": "submitting"}])
+
+    def stale_once(job_id: str) -> dict[str, str]:
+        return next(reads, None) or real_fields(job_id)
+
+    d.store.fields = stale_once
+    cancelling.cancel("j1", d)
+    # Then the cancel is not dropped: the running job is cancelled
+    assert real_fields("j1")["state"] == State.CANCELLED

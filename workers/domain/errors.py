@@ -1,0 +1,90 @@
+"""One error tree for everything vidqueue raises.
+
+Provider and transport errors are classified exactly once, at the provider boundary
+(``workers.providers.http``): afterwards the pipeline only asks "retryable or permanent?".
+Every error that ends a job carries a stable ``code`` that lands in the job record.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from config.errors import ConfigError, VidqueueError
+
+__all__ = ["ConfigError", "VidqueueError"]  # the root of the tree lives in config.errors
+
+# Stable `error.code` values written into job records (a contract: producers switch on them).
+INVALID_SPEC: Final = "invalid_spec"
+PROVIDER_UNAVAILABLE: Final = "provider_unavailable"
+RATE_LIMITED: Final = "rate_limited"
+CONCURRENCY_LIMITED: Final = "concurrency_limited"
+AUTH_FAILED: Final = "auth_failed"
+PERMISSION_DENIED: Final = "permission_denied"
+INVALID_REQUEST: Final = "invalid_request"
+CONTENT_POLICY: Final = "content_policy"
+INSUFFICIENT_BALANCE: Final = "insufficient_balance"
+QUOTA_EXCEEDED: Final = "quota_exceeded"
+MODEL_NOT_FOUND: Final = "model_not_found"
+PROVIDER_FAILED: Final = "provider_failed"
+PROVIDER_PROTOCOL: Final = "provider_protocol_error"
+TIMEOUT: Final = "timeout"
+SUBMIT_UNKNOWN: Final = "submit_unknown"
+RESULT_URL_EXPIRED: Final = "result_url_expired"
+MIRROR_FAILED: Final = "mirror_failed"
+STORAGE_UNAVAILABLE: Final = "storage_unavailable"
+CANCELLED: Final = "cancelled"
+
+
+class InvalidSpec(VidqueueError):
+    """A job spec a producer sent cannot be accepted. ``field`` names the offending field."""
+
+    code = INVALID_SPEC
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class RetryableError(VidqueueError):
+    """A transient failure: try the same step again later, ideally after ``retry_after_s``."""
+
+    code = PROVIDER_UNAVAILABLE
+
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentError(VidqueueError):
+    """A failure that trying again cannot fix (auth, bad request, content policy, balance)."""
+
+    code = INVALID_REQUEST
+
+
+class SubmitOutcomeUnknown(VidqueueError):
+    """The submit request was sent, but no answer came back: the provider may have accepted it.
+
+    Never re-send such a submit blindly: only with the same idempotency id, or not at all.
+    """
+
+    code = SUBMIT_UNKNOWN
+
+
+class DuplicateSubmission(VidqueueError):
+    """The provider says it already has a task for this job's request id, without naming it."""
+
+    code = SUBMIT_UNKNOWN
+
+
+class ResultUrlExpired(VidqueueError):
+    """A result URL no longer serves the file (403/404/410 from the media host)."""
+
+    code = RESULT_URL_EXPIRED
+
+
+class CancelRefused(VidqueueError):
+    """The job is past the point where cancelling means anything (mirroring or finished)."""
+
+    code = "cannot_cancel"

@@ -1,0 +1,126 @@
+"""Every Redis key vidqueue uses, and every TTL, in one place.
+
+Layout (all under ``vq:``):
+
+- ``vq:job:{id}``            hash   the job record plus internal fields (see ``store``)
+- ``vq:job:{id}:events``     list   the job's timeline (JSON entries), capped
+- ``vq:jobs``                zset   every job id, scored by creation time (ms) — for listing
+- ``vq:state:{state}``       set    job ids in that state — for counts and filters
+- ``vq:producer:{producer}`` zset  a producer's job ids, scored by creation time (ms)
+- ``vq:producers``           set    the names of those producer zsets (for pruning)
+- ``vq:idem:{key}``          string idempotency key → job id
+- ``vq:seq``                 string a counter that orders jobs FIFO within a priority
+- ``vq:wait:{provider}:{fair}`` zset jobs waiting for a slot, per fair-share key (the job's
+  ``tenant`` label, else its producer), scored priority-then-FIFO
+- ``vq:fair:{provider}``     zset   fair-share key → score of its first waiting job
+- ``vq:inflight:{provider}`` hash   fair-share key → its jobs holding slots
+- ``vq:gate:{provider}:{key}`` zset slot leases: member = job id, score = lease expiry (ms)
+- ``vq:cap:{provider}:{key}`` string the key's effective cap while lowered (AIMD)
+- ``vq:cool:{provider}:{key}`` string set while the key cools down after "concurrency too high"
+- ``vq:rate:{provider}:{key}`` hash  the key's request token bucket
+- ``vq:durations:{provider}:{model}`` list recent generation times (ms), newest first
+- ``vq:stats:{provider}:{key}:{minute}`` hash requests per minute (submit, poll, download, 429)
+- ``vq:hist:{metric}``       hash   histogram buckets, sum and count for /metrics
+- ``vq:due``                 zset   job id → when its step is to be published (a scheduled
+  step) or checked (a sent or claimed one), ms: the due pollers' list (``workers.steps.due``)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+PREFIX: Final = "vq"
+
+# A finished job's record (and timeline) is kept this long, then expires.
+RECORD_TTL_S: Final = 14 * 24 * 3600
+EVENTS_MAX: Final = 200
+IDEMPOTENCY_TTL_S: Final = RECORD_TTL_S
+
+# Waiting-set score = (9 - priority) * PRIORITY_STRIDE + sequence: higher priority first, then
+# FIFO. 2**40 sequence numbers per priority, and 10 * 2**40 < 2**53 keeps scores exact.
+PRIORITY_STRIDE: Final = 2**40
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def events(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def all_jobs() -> str:
+    return f"{PREFIX}:jobs"
+
+
+def by_producer(producer: str) -> str:
+    return f"{PREFIX}:producer:{producer}"
+
+
+def by_state(state: str) -> str:
+    return f"{PREFIX}:state:{state}"
+
+
+def idempotency(key: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"{PREFIX}:idem:{digest}"
+
+
+def sequence() -> str:
+    return f"{PREFIX}:seq"
+
+
+DEFAULT_FAIR: Final = "default"
+# A lowered cap (and its memory) fades after this long without new evidence.
+EFFECTIVE_CAP_TTL_S: Final = 3600
+DURATIONS_KEPT: Final = 200
+STATS_TTL_S: Final = 2 * 3600
+
+
+def waiting(provider: str, fair: str = DEFAULT_FAIR) -> str:
+    return f"{PREFIX}:wait:{provider}:{fair}"
+
+
+def fair_queue(provider: str) -> str:
+    return f"{PREFIX}:fair:{provider}"
+
+
+def in_flight_by_fair(provider: str) -> str:
+    return f"{PREFIX}:inflight:{provider}"
+
+
+def effective_cap(provider: str, key_id: str) -> str:
+    return f"{PREFIX}:cap:{provider}:{key_id}"
+
+
+def cooling(provider: str, key_id: str) -> str:
+    return f"{PREFIX}:cool:{provider}:{key_id}"
+
+
+def rate(provider: str, key_id: str) -> str:
+    return f"{PREFIX}:rate:{provider}:{key_id}"
+
+
+def durations(provider: str, model: str) -> str:
+    return f"{PREFIX}:durations:{provider}:{model}"
+
+
+def stats(provider: str, key_id: str, minute: int) -> str:
+    return f"{PREFIX}:stats:{provider}:{key_id}:{minute}"
+
+
+def histogram(metric: str) -> str:
+    return f"{PREFIX}:hist:{metric}"
+
+
+def gate(provider: str, key_id: str) -> str:
+    return f"{PREFIX}:gate:{provider}:{key_id}"
+
+
+def due() -> str:
+    return f"{PREFIX}:due"
+
+
+def wait_score(priority: int, seq: int) -> int:
+    return (9 - priority) * PRIORITY_STRIDE + seq

@@ -1,0 +1,237 @@
+"""Counters and histograms for `vidqueue top` and the API's /metrics, aggregated in process and
+written to Redis in batches.
+
+Per API key and minute: submits, polls, downloads and 429s (hashes that expire after two
+hours). Per metric: a Prometheus-style histogram. Per provider and model: the recent generation
+times, from which the first poll's timing is learned.
+
+A step never waits on Redis for a figure: ``count`` and ``observe`` add to dicts in this
+process, and one pipeline (an HINCRBY or HINCRBYFLOAT per changed field, an EXPIRE per changed
+per-minute hash) writes them at most every ``flush_interval_s`` (a one-shot daemon thread
+armed by the first figure after a flush), on ``Stats.flush()``, before a read, at exit
+(``atexit``) and when a Celery pool process ends (its ``os._exit`` skips ``atexit``). A forked
+child starts with empty buffers: the figures it inherited are its parent's to write. Figures
+that fail to be written stay buffered for the next flush. Readers lag writers by at most the
+interval (plus a Redis outage).
+
+Histograms are stored non-cumulatively: ``n:{bound}`` counts the observations in the bucket
+(previous bound, bound], plus ``sum`` and ``count`` (observations above the last bound are in
+``count`` only); ``histogram()`` returns cumulative Prometheus buckets (``le:{bound}``), adding
+any cumulative ``le:`` fields left by the earlier one-HINCRBY-per-bucket format.
+
+Why not prometheus_client: its multiprocess mode aggregates through files in one directory that
+every process shares, i.e. one host. Workers run in many containers on many hosts and the API
+process serves /metrics for all of them, so Redis stays the place where the figures meet.
+"""
+
+from __future__ import annotations
+
+import atexit
+import bisect
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import defaultdict
+from typing import Any, Final
+
+import redis
+from celery.signals import worker_process_shutdown
+
+from workers.redis import keys
+
+log = logging.getLogger(__name__)
+
+BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+HISTOGRAMS: Final = {
+    "time_to_submit": "from enqueue to the provider accepting the job",
+    "generation": "from submit to vidqueue seeing the provider finish",
+    "mirror": "from the provider finishing to the files being in S3",
+    "detection_lag": "from the provider finishing (its own timestamp) to vidqueue seeing it",
+}
+COUNTERS: Final = ("submit", "poll", "download", "throttled")
+FLUSH_INTERVAL_S: Final = 1.0
+
+
+def minute(now: float | None = None) -> int:
+    return int((time.time() if now is None else now) // 60)
+
+
+def cumulative(fields: dict[str, float]) -> dict[str, float]:
+    """Prometheus buckets (``le:{bound}``, ``sum``, ``count``) from a stored histogram hash."""
+    if not fields:
+        return {}
+    out = {"sum": fields.get("sum", 0.0), "count": fields.get("count", 0.0)}
+    running = 0.0
+    for bound in BUCKETS:
+        running += fields.get(f"n:{bound}", 0.0)
+        out[f"le:{bound}"] = running + fields.get(f"le:{bound}", 0.0)
+    return out
+
+
+class _Buffer:
+    """Figures not yet written: integer and float increments per hash field, hashes to expire."""
+
+    def __init__(self) -> None:
+        self.ints: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.floats: defaultdict[str, defaultdict[str, float]] = defaultdict(
+            lambda: defaultdict(float)
+        )
+        self.expire: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.ints or self.floats)
+
+    def merge(self, other: _Buffer) -> None:
+        for name, fields in other.ints.items():
+            for field, n in fields.items():
+                self.ints[name][field] += n
+        for name, values in other.floats.items():
+            for field, x in values.items():
+                self.floats[name][field] += x
+        self.expire |= other.expire
+
+    def write(self, client: redis.Redis) -> int:
+        """One pipeline, one round trip; returns the number of commands sent."""
+        pipe = client.pipeline(transaction=False)
+        for name, fields in self.ints.items():
+            for field, n in fields.items():
+                pipe.hincrby(name, field, n)
+        for name, values in self.floats.items():
+            for field, x in values.items():
+                pipe.hincrbyfloat(name, field, x)
+        for name in self.expire:
+            pipe.expire(name, keys.STATS_TTL_S)
+        sent = len(pipe)
+        pipe.execute()
+        return sent
+
+
+class Stats:
+    """Thread-safe; ``flush_interval_s <= 0`` writes every figure at once (no buffering)."""
+
+    def __init__(self, client: redis.Redis, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self.redis = client
+        self.flush_interval_s = flush_interval_s
+        self._reset()
+        _instances.add(self)
+
+    def _reset(self) -> None:
+        """Fresh locks and empty buffers (also in a forked child: locks may be held by threads
+        that do not exist there, and the buffered figures are the parent's to write)."""
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._buffer = _Buffer()
+        self._armed = False
+
+    def count(self, provider: str, key_id: str, what: str, n: int = 1) -> None:
+        name = keys.stats(provider, key_id, minute())
+        with self._lock:
+            self._buffer.ints[name][what] += n
+            self._buffer.expire.add(name)
+            self._arm()
+        if self.flush_interval_s <= 0:
+            self.flush()
+
+    def observe(self, metric: str, seconds: float) -> None:
+        name = keys.histogram(metric)
+        seconds = max(0.0, seconds)
+        index = bisect.bisect_left(BUCKETS, seconds)
+        with self._lock:
+            fields = self._buffer.ints[name]
+            if index < len(BUCKETS):
+                fields[f"n:{BUCKETS[index]}"] += 1
+            fields["count"] += 1
+            self._buffer.floats[name]["sum"] += seconds
+            self._arm()
+        if self.flush_interval_s <= 0:
+            self.flush()
+
+    def _arm(self) -> None:
+        """Called with the lock held: make sure a flush is coming (unbuffered: the caller's)."""
+        if self.flush_interval_s > 0 and not self._armed:
+            self._armed = True
+            threading.Thread(target=self._flush_later, name="vidqueue-stats", daemon=True).start()
+
+    def _flush_later(self) -> None:
+        time.sleep(self.flush_interval_s)
+        try:
+            self.flush()
+        except redis.RedisError as exc:
+            log.warning("stats: flush failed, figures kept for the next one: %s", exc)
+
+    def flush(self) -> int:
+        """Write every buffered figure in one pipeline; returns the number of commands sent.
+
+        On a Redis error the figures go back into the buffer (a retry is armed) and it raises.
+        """
+        with self._flushing:
+            with self._lock:
+                buffer, self._buffer = self._buffer, _Buffer()
+                self._armed = False
+            if not buffer:
+                return 0
+            try:
+                return buffer.write(self.redis)
+            except BaseException:
+                with self._lock:
+                    buffer.merge(self._buffer)
+                    self._buffer = buffer
+                    self._arm()
+                raise
+
+    def per_minute(self, provider: str, key_id: str) -> dict[str, float]:
+        """Each counter over the last 60 s (the previous minute weighted by what is left)."""
+        self.flush()
+        now = time.time()
+        share = 1 - (now % 60) / 60
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.stats(provider, key_id, minute(now)))
+        pipe.hgetall(keys.stats(provider, key_id, minute(now) - 1))
+        current, previous = pipe.execute()
+        return {
+            what: int(current.get(what.encode(), 0)) + share * int(previous.get(what.encode(), 0))
+            for what in COUNTERS
+        }
+
+    def histogram(self, metric: str) -> dict[str, float]:
+        """Cumulative buckets ``le:{bound}``, ``sum`` and ``count`` ({} before any figure)."""
+        self.flush()
+        raw: dict[bytes, bytes] = self.redis.hgetall(keys.histogram(metric))  # type: ignore[assignment]
+        return cumulative({k.decode(): float(v) for k, v in raw.items()})
+
+    def record_duration(self, provider: str, model: str, seconds: float) -> None:
+        """Written at once: the next job's first poll is timed from these."""
+        name = keys.durations(provider, model)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(name, int(seconds * 1000))
+        pipe.ltrim(name, 0, keys.DURATIONS_KEPT - 1)
+        pipe.execute()
+
+    def durations(self, provider: str, model: str) -> list[float]:
+        raw: list[bytes] = self.redis.lrange(keys.durations(provider, model), 0, -1)  # type: ignore[assignment]
+        return [int(x) / 1000 for x in raw]
+
+
+_instances: weakref.WeakSet[Stats] = weakref.WeakSet()
+
+
+def flush_all(**_: Any) -> None:
+    """Write what every ``Stats`` of this process holds (at exit; errors are only logged)."""
+    for stats in list(_instances):
+        try:
+            stats.flush()
+        except Exception as exc:  # exiting: nothing else to do with it
+            log.warning("stats: figures lost at exit: %s", exc)
+
+
+def _after_fork_in_child() -> None:
+    for stats in list(_instances):
+        stats._reset()
+
+
+atexit.register(flush_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)
+# A Celery prefork pool process leaves through os._exit, after this signal.
+worker_process_shutdown.connect(flush_all, weak=False)

@@ -1,0 +1,240 @@
+"""Job records in Redis: one hash per job, state indexes, and compare-and-set transitions.
+
+Besides the record fields of docs/design.md §6 the hash holds internal fields that never leave
+vidqueue: ``key_id`` (the API key holding the job's slot), ``score`` (its waiting-set score),
+``step_until`` (the earliest moment its next step may run, ms), ``sent`` (when its step's
+message was published, ms; cleared when a worker claims it), ``deadline_ms``, the provider's
+result URLs, ``task_extra``, ``at_provider`` ("1" while the provider may be working on it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import redis
+
+from workers.domain.jobs import NEXT, TERMINAL, JobError, JobRecord, JobSpec, State, now_iso
+from workers.redis import keys, store_scripts
+
+if TYPE_CHECKING:
+    from workers.redis.enqueue import Creator
+
+_RECORD_INTS: Final = ("attempts", "polls")
+_RECORD_STRS: Final = (
+    "provider_task_id",
+    "submitted_at",
+    "provider_finished_at",
+    "completed_at",
+)
+# A step may start this much before its scheduled time (Celery ETAs use the worker's clock,
+# leases use Redis TIME).
+CLAIM_TOLERANCE_MS: Final = 2000
+
+
+def _states(states: Iterable[State]) -> str:
+    return "," + ",".join(str(s) for s in states) + ","
+
+
+@dataclass(frozen=True)
+class DueJob:
+    """A job whose step fell due: ``kind`` is ``send`` (publish it), ``resend`` (its claim
+    lapsed: publish it again) or ``check`` (sent but never claimed: lost, or still queued?)."""
+
+    job_id: str
+    kind: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of claiming a step: ``ok`` with the job's fields, or why not."""
+
+    ok: bool
+    state: str
+    fields: dict[str, str]
+
+
+class Store:
+    """Reads and writes job records. Every write of ``state`` goes through a CAS script."""
+
+    def __init__(self, client: redis.Redis, *, grace_s: float = 15.0) -> None:
+        self.redis = client
+        self.grace_ms = int(grace_s * 1000)
+        self._transition = client.register_script(store_scripts.TRANSITION)
+        self._claim = client.register_script(store_scripts.CLAIM)
+        self._resend = client.register_script(store_scripts.RESEND)
+        self._prune = client.register_script(store_scripts.PRUNE)
+        self._take_due = client.register_script(store_scripts.TAKE_DUE)
+        self._creator: Creator | None = None
+
+    # -- creating and reading -------------------------------------------------------------
+
+    def create(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        *,
+        producer: str = "",
+        fingerprint: str = "",
+        pipe: redis.client.Pipeline | None = None,
+    ) -> tuple[str, bool] | None:
+        """Store a new queued job and put it in its provider's waiting set.
+
+        Returns ``(job id, created)``; with an idempotency key already used, the existing id
+        and False. With ``pipe`` the call is only queued there and returns None. (One job of
+        ``workers.redis.enqueue``, which creates batches.)
+        """
+        from workers.redis.enqueue import Creator, NewJob  # enqueue builds on this module
+
+        if self._creator is None:
+            self._creator = Creator(self.redis)
+        job = NewJob.of(job_id, spec, fingerprint)
+        created = self._creator.create([job], producer=producer, pipe=pipe)
+        if created is None:
+            return None
+        existing = created.existing.get(0)
+        return (job_id, True) if existing is None else (existing, False)
+
+    def fields(self, job_id: str) -> dict[str, str]:
+        raw: dict[bytes, bytes] = self.redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether a cancel came while the job's submit was in flight (one HEXISTS)."""
+        return bool(self.redis.hexists(keys.job(job_id), "cancel_requested"))
+
+    def get(self, job_id: str) -> JobRecord | None:
+        fields = self.fields(job_id)
+        return record_from(fields) if fields else None
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        raw: list[bytes] = self.redis.lrange(keys.events(job_id), 0, -1)  # type: ignore[assignment]
+        return [json.loads(item) for item in raw]
+
+    # -- changing ------------------------------------------------------------------------
+
+    def transition(
+        self,
+        job_id: str,
+        allowed: Iterable[State],
+        to: State | None,
+        *,
+        step_s: float | None = None,
+        clear_step: bool = False,
+        fields: Mapping[str, str | int | float] | None = None,
+        incr: str = "",
+        event: str = "",
+    ) -> bool:
+        """Compare-and-set: apply the change only if the job's state is one of ``allowed``.
+
+        ``to`` None keeps the state (a same-state update, e.g. the next poll's schedule).
+        ``step_s`` schedules the job's next step that many seconds from now: 0 means the caller
+        publishes it right away; a later step waits in the due zset until a worker's due poller
+        publishes it (``workers.steps.due``). A terminal state without ``step_s`` drops the
+        schedule (with it: the webhook still to send).
+        """
+        allowed = list(allowed)
+        if to is not None:
+            bad = [s for s in allowed if s != to and to not in NEXT[s]]
+            assert not bad, f"transition {bad} -> {to} is not allowed"
+        terminal = to in TERMINAL
+        if step_s is not None:
+            # A later step is due (published by a due poller) at its time; one published now
+            # is due for a check (was its message lost?) after the grace.
+            step_ms = max(0, int(step_s * 1000))
+            step, due = str(step_ms), str(step_ms or self.grace_ms)
+        elif terminal or clear_step:
+            step, due = "-", ""
+        else:
+            step, due = "", ""
+        entry = {"at": now_iso(), "state": str(to) if to else "", "event": event}
+        argv: list[str | int] = [keys.PREFIX, job_id, _states(allowed), str(to or ""), step, due]
+        argv += [json.dumps(entry) if (to or event) else ""]
+        argv += [keys.RECORD_TTL_S if terminal else "", incr, keys.EVENTS_MAX]
+        for name, value in (fields or {}).items():
+            argv += [name, str(value)]
+        script_keys = [keys.job(job_id), keys.due(), keys.events(job_id)]
+        ok, _previous = self._transition(keys=script_keys, args=argv)
+        return bool(ok)
+
+    def claim(self, job_id: str, allowed: Iterable[State], *, lease_s: float) -> Claim:
+        """Take the job's current step, so that a duplicate copy of the step does nothing."""
+        lease_ms = int(lease_s * 1000)
+        argv: list[str | int] = [job_id, _states(allowed), lease_ms, lease_ms + self.grace_ms]
+        argv.append(CLAIM_TOLERANCE_MS)
+        ok, state, *flat = self._claim(keys=[keys.job(job_id), keys.due()], args=argv)
+        state = state.decode() if isinstance(state, bytes) else str(state)
+        pairs = [item.decode() for item in flat]
+        return Claim(ok == 1, state, dict(zip(pairs[::2], pairs[1::2], strict=True)))
+
+    # -- listing -------------------------------------------------------------------------
+
+    def take_due(self, limit: int = 500) -> list[DueJob]:
+        """Take up to ``limit`` jobs whose step is due (``store_scripts.TAKE_DUE``), to publish."""
+        argv: list[str | int] = [keys.PREFIX, limit, self.grace_ms, *store_scripts.DUE_FIELDS]
+        flat: list[bytes] = self._take_due(keys=[keys.due()], args=argv)
+        items = [x.decode() for x in flat]
+        width = 2 + len(store_scripts.DUE_FIELDS)
+        return [
+            DueJob(
+                items[i],
+                items[i + 1],
+                dict(zip(store_scripts.DUE_FIELDS, items[i + 2 : i + width], strict=True)),
+            )
+            for i in range(0, len(items), width)
+        ]
+
+    def mark_resent(self, job_id: str, state: State, step: str) -> bool:
+        """Send a lost step again: marked sent now, due for a check after the grace."""
+        event = json.dumps({"at": now_iso(), "state": "", "event": f"re-sent lost {step}"})
+        argv: list[str | int] = [job_id, str(state), self.grace_ms, event, keys.EVENTS_MAX]
+        script_keys = [keys.job(job_id), keys.due(), keys.events(job_id)]
+        return bool(self._resend(keys=script_keys, args=argv))
+
+    def note(self, job_id: str, event: str) -> None:
+        """Add an event to the job's timeline without changing the job."""
+        entry = json.dumps({"at": now_iso(), "state": "", "event": event})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(keys.events(job_id), entry)
+        pipe.ltrim(keys.events(job_id), -keys.EVENTS_MAX, -1)
+        pipe.execute()
+
+    def prune_expired(self, *, ttl_s: int = keys.RECORD_TTL_S, limit: int = 1000) -> int:
+        """Drop the ids of expired records from the listing and state indexes."""
+        argv: list[str | int] = [keys.PREFIX, ttl_s * 1000, limit, *(str(s) for s in State)]
+        return int(self._prune(keys=[keys.all_jobs()], args=argv))
+
+    def count_by_state(self) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for state in State:
+            pipe.scard(keys.by_state(state))
+        return {str(s): int(n) for s, n in zip(State, pipe.execute(), strict=True)}
+
+
+def fair_key(spec: JobSpec, producer: str) -> str:
+    """Who shares a provider's slots fairly with whom: the tenant label, else the producer."""
+    return spec.labels.get("tenant") or producer or keys.DEFAULT_FAIR
+
+
+def record_from(fields: Mapping[str, str]) -> JobRecord:
+    """The public record (docs/design.md §6) from a job hash; internal fields stay behind."""
+    data: dict[str, Any] = {
+        "id": fields["id"],
+        "state": fields["state"],
+        "provider": fields["provider"],
+        "model": fields["model"],
+        "spec": json.loads(fields["spec"]),
+        "created_at": fields["created_at"],
+    }
+    for name in _RECORD_INTS:
+        data[name] = int(fields.get(name, "0"))
+    for name in _RECORD_STRS:
+        data[name] = fields.get(name) or None
+    if fields.get("error"):
+        data["error"] = JobError.model_validate_json(fields["error"])
+    if fields.get("result"):
+        data["result"] = json.loads(fields["result"])
+    return JobRecord.model_validate(data)

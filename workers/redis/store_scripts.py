@@ -1,0 +1,207 @@
+"""The Lua scripts behind the job store (the gate's are in ``workers.redis.gate_scripts``).
+
+Each script runs atomically in Redis and reads the clock with Redis ``TIME``, so every worker
+agrees on "now" whatever its own clock says. Job, state-index and event keys are derived inside
+the scripts from the prefix (ARGV), which is fine on one Redis (or Sentinel) — Celery's Redis
+broker does not support Redis Cluster anyway.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = events list.
+# ARGV[1] = prefix, ARGV[2] = job id, ARGV[3] = allowed current states (',a,b,'),
+# ARGV[4] = new state ('' = stay), ARGV[5] = step offset ms ('' = leave, '-' = clear),
+# ARGV[6] = due offset ms, ARGV[7] = event JSON ('' = none), ARGV[8] = TTL s when terminal,
+# ARGV[9] = field to increment ('' = none), ARGV[10] = events cap, ARGV[11..] = field, value
+# pairs (an empty value deletes the field).
+# A step offset of 0 means the caller publishes the step's message right away: the job is
+# marked 'sent' (and due again for a check after the due offset). A later step is only
+# scheduled: the due zset holds it until a worker's due poller publishes it (workers.steps.due).
+# Returns {1, previous state} on success, {0, current state or ''} when refused.
+TRANSITION: Final = (
+    NOW
+    + """
+local job_key, due_key, events_key = KEYS[1], KEYS[2], KEYS[3]
+local job_id, allowed, to, step, due = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local event, ttl, incr, events_max = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local state = redis.call('HGET', job_key, 'state')
+if not state or not string.find(allowed, ',' .. state .. ',', 1, true) then
+  return {0, state or ''}
+end
+-- Every field change goes out as one HSET and one HDEL.
+local sets, dels = {}, {}
+for i = 11, #ARGV, 2 do
+  if ARGV[i + 1] == '' then dels[#dels + 1] = ARGV[i]
+  else sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1] end
+end
+if step == '-' then
+  dels[#dels + 1] = 'step_until'; dels[#dels + 1] = 'sent'
+  redis.call('ZREM', due_key, job_id)
+elseif step ~= '' then
+  sets[#sets + 1] = 'step_until'; sets[#sets + 1] = now + tonumber(step)
+  if tonumber(step) == 0 then sets[#sets + 1] = 'sent'; sets[#sets + 1] = now
+  else dels[#dels + 1] = 'sent' end
+  redis.call('ZADD', due_key, now + tonumber(due), job_id)
+end
+local moved = to ~= '' and to ~= state
+if moved then sets[#sets + 1] = 'state'; sets[#sets + 1] = to end
+if #dels > 0 then redis.call('HDEL', job_key, unpack(dels)) end
+if #sets > 0 then redis.call('HSET', job_key, unpack(sets)) end
+if incr ~= '' then redis.call('HINCRBY', job_key, incr, 1) end
+if moved then
+  redis.call('SREM', ARGV[1] .. ':state:' .. state, job_id)
+  redis.call('SADD', ARGV[1] .. ':state:' .. to, job_id)
+  if ttl ~= '' then
+    redis.call('EXPIRE', job_key, tonumber(ttl))
+    redis.call('EXPIRE', events_key, tonumber(ttl))
+  end
+end
+if event ~= '' and redis.call('RPUSH', events_key, event) > tonumber(events_max) then
+  redis.call('LTRIM', events_key, -tonumber(events_max), -1)
+end
+return {1, state}
+"""
+)
+
+# A task claims its step before doing anything, so that of two copies of the same step (a
+# redelivered message, a re-send) only one runs; the other finds the step taken and exits.
+# The claim clears 'sent' (the message has arrived) and makes the job due again when the claim
+# lapses, so a step whose worker died is re-sent by a due poller (workers.steps.due).
+# KEYS[1] = job hash, KEYS[2] = due zset.
+# ARGV[1] = job id, ARGV[2] = allowed states (',a,b,'), ARGV[3] = lease ms (how long the step
+# may take), ARGV[4] = due offset ms, ARGV[5] = tolerance ms (a step may start this early).
+# Returns {1, state, field, value, ...} when claimed (the job's hash after the claim, saving a
+# round trip), {0, state} for a wrong state, {-1, state} when not yet due.
+CLAIM: Final = (
+    NOW
+    + """
+local job_key, due_key = KEYS[1], KEYS[2]
+local job_id, allowed, lease, due, tolerance = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local flat = redis.call('HGETALL', job_key)
+local at = {}
+for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
+local state = at.state and flat[at.state]
+if not state or not string.find(allowed, ',' .. state .. ',', 1, true) then
+  return {0, state or ''}
+end
+if now + tonumber(tolerance) < tonumber(at.step_until and flat[at.step_until] or '0') then
+  return {-1, state}
+end
+local step_until = tostring(now + tonumber(lease))
+redis.call('HSET', job_key, 'step_until', step_until)
+if at.sent then redis.call('HDEL', job_key, 'sent') end
+redis.call('ZADD', due_key, now + tonumber(due), job_id)
+-- The hash as it is now: step_until renewed, sent gone.
+local out = {1, state}
+for i = 1, #flat, 2 do
+  if flat[i] == 'step_until' then out[#out + 1] = 'step_until'; out[#out + 1] = step_until
+  elseif flat[i] ~= 'sent' then out[#out + 1] = flat[i]; out[#out + 1] = flat[i + 1] end
+end
+if not at.step_until then out[#out + 1] = 'step_until'; out[#out + 1] = step_until end
+return out
+"""
+)
+
+# What a due poller needs to know of a job to publish (or skip) its step.
+DUE_FIELDS: Final = (
+    "state",
+    "sent",
+    "step_until",
+    "key_id",
+    "at_provider",
+    "provider_task_id",
+    "notify",
+    "provider",
+    "provider_finished_at",
+)
+
+# Takes the due jobs for one poller: each is due again after the recheck time, so another
+# poller skips it, and a poller killed before publishing loses nothing (it comes due again).
+# A job not yet 'sent' is marked sent and claimable now ('send'; 'resend' when its step's claim
+# lapsed: its worker died); one already sent but never claimed is returned for a check
+# ('check': is its message still queued, or lost?). Gone jobs leave the due zset.
+# KEYS[1] = due zset. ARGV[1] = prefix, ARGV[2] = limit, ARGV[3] = recheck ms,
+# ARGV[4..] = the fields to return (DUE_FIELDS).
+# Returns a flat list: per job, its id, the kind, then the fields' values ('' when unset).
+TAKE_DUE: Final = (
+    NOW
+    + """
+local due_key = KEYS[1]
+local prefix, limit, recheck = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local wanted = {unpack(ARGV, 4)}
+local due = redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+local out = {}
+for j = 1, #due, 2 do
+  local id, score = due[j], tonumber(due[j + 1])
+  local job_key = prefix .. ':job:' .. id
+  local values = redis.call('HMGET', job_key, unpack(wanted))
+  if not values[1] then
+    redis.call('ZREM', due_key, id)
+  else
+    redis.call('ZADD', due_key, now + recheck, id)
+    local kind = 'check'
+    if not values[2] then
+      -- values[3] is step_until: a claim's lease end when the due time is past it
+      kind = score > tonumber(values[3] or '0') and 'resend' or 'send'
+      redis.call('HSET', job_key, 'sent', now, 'step_until', now)
+    end
+    out[#out + 1] = id
+    out[#out + 1] = kind
+    for i = 1, #wanted do out[#out + 1] = values[i] or '' end
+  end
+end
+return out
+"""
+)
+
+# A step whose message is lost (sent, never claimed, no longer in its queue) is sent again.
+# KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = events list. ARGV[1] = job id,
+# ARGV[2] = expected state, ARGV[3] = recheck ms, ARGV[4] = event JSON, ARGV[5] = events cap.
+# Returns 1 when the step was marked sent again (and due for a check after the recheck), else 0.
+RESEND: Final = (
+    NOW
+    + """
+local job_key, due_key, events_key = KEYS[1], KEYS[2], KEYS[3]
+local job_id, expected, recheck, event, events_max = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HGET', job_key, 'state') ~= expected then return 0 end
+if not redis.call('HGET', job_key, 'sent') then return 0 end
+redis.call('HSET', job_key, 'sent', now, 'step_until', now)
+redis.call('ZADD', due_key, now + tonumber(recheck), job_id)
+redis.call('RPUSH', events_key, event)
+redis.call('LTRIM', events_key, -tonumber(events_max), -1)
+return 1
+"""
+)
+
+# Drops from the indexes the ids of records that expired. Only ids created more than the
+# record TTL ago can have expired, so the scan starts from the oldest and stops there.
+# (Readers of the producer indexes skip ids whose record is gone.)
+# KEYS[1] = all-jobs zset. ARGV[1] = prefix, ARGV[2] = TTL ms, ARGV[3] = limit,
+# ARGV[4..] = every state name. Returns how many ids were dropped.
+PRUNE: Final = (
+    NOW
+    + """
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0,
+                       tonumber(ARGV[3]))
+local dropped = 0
+for _, id in ipairs(old) do
+  if redis.call('EXISTS', ARGV[1] .. ':job:' .. id) == 0 then
+    redis.call('ZREM', KEYS[1], id)
+    for i = 4, #ARGV do redis.call('SREM', ARGV[1] .. ':state:' .. ARGV[i], id) end
+    dropped = dropped + 1
+  end
+end
+-- Producer indexes cannot be told which ids expired; trim what is surely gone (a week past).
+for _, index in ipairs(redis.call('SMEMBERS', ARGV[1] .. ':producers')) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now - tonumber(ARGV[2]) - 604800000)
+end
+return dropped
+"""
+)
