@@ -39,6 +39,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: venv
 	@if [ -f tests/bench.py ]; then $(BIN)/python -m tests.bench; else echo "no benchmarks yet"; fi

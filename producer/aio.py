@@ -26,8 +26,7 @@ from typing import Any, Final
 import httpx
 from pydantic import BaseModel
 
-from producer.batch import IdempotencyConflict
-from workers.domain.errors import CancelRefused, InvalidSpec, VidqueueError
+from workers.domain.errors import CancelRefused, IdempotencyConflict, InvalidSpec, VidqueueError
 from workers.domain.jobs import TERMINAL, JobRecord, JobSpec, State
 from workers.redis.listing import JobPage
 

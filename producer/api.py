@@ -26,18 +26,19 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producer import batch, metrics, openai_facade, web
-from producer.batch import IdempotencyConflict
 from producer.web import ApiError, Producer, client, error_response, producer_identity
 from workers.domain.errors import (
     CancelRefused,
     ConfigError,
+    IdempotencyConflict,
+    InvalidCursor,
     InvalidSpec,
     PermanentError,
     RetryableError,
 )
 from workers.domain.jobs import JobRecord, JobSpec, State
 from workers.io.uploads import MAX_UPLOAD_BYTES
-from workers.redis.listing import InvalidCursor, JobPage
+from workers.redis.listing import JobPage
 
 __all__ = ["app", "client", "producer_identity"]
 

@@ -24,7 +24,7 @@ from weakref import WeakKeyDictionary
 from pydantic import TypeAdapter, ValidationError
 
 from config.providers import Catalogue
-from workers.domain.errors import ConfigError, InvalidSpec, VidqueueError
+from workers.domain.errors import ConfigError, IdempotencyConflict, InvalidSpec
 from workers.domain.jobs import JobRecord, JobSpec
 from workers.providers import validator
 from workers.redis.enqueue import Created, NewJob
@@ -54,16 +54,6 @@ def new_job_id() -> str:
         _last_id[:] = [millis, counter]
     tail = (0b10 << 62) | secrets.randbits(62)
     return f"{millis:012x}7{counter:03x}{tail:016x}"
-
-
-class IdempotencyConflict(VidqueueError):
-    """The idempotency key was already used with a different job spec or by another producer."""
-
-    code = "idempotency_conflict"
-
-    def __init__(self, message: str, *, field: str = "idempotency_key") -> None:
-        super().__init__(message)
-        self.field = field
 
 
 def fingerprint(spec: JobSpec, producer: str) -> str:

@@ -28,10 +28,10 @@ from config import providers as provider_config
 from config.providers import Catalogue
 from config.settings import Settings, get_settings
 from producer import batch
-from producer.batch import MAX_BATCH, IdempotencyConflict, fingerprint, parse_spec
+from producer.batch import MAX_BATCH, fingerprint, parse_spec
 from workers.deps import Deps, build
 from workers.domain import messages
-from workers.domain.errors import CancelRefused, InvalidSpec, PermanentError
+from workers.domain.errors import CancelRefused, IdempotencyConflict, InvalidSpec, PermanentError
 from workers.domain.jobs import TERMINAL, JobRecord, JobSpec, State
 from workers.io import uploads, webhooks
 from workers.io.storage import Storage, storage_errors

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from producer.web import client
 from workers.deps import Deps
 from workers.observe import prometheus, snapshot
 
@@ -20,7 +21,5 @@ def render(deps: Deps) -> str:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics() -> PlainTextResponse:
-    from producer.api import client
-
     text: str = await run_in_threadpool(render, client().deps)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -30,12 +30,11 @@ from config.providers import Catalogue
 from producer import web
 from producer.progress import fraction
 from producer.web import ApiError, Producer, client
-from workers.domain.errors import CancelRefused, InvalidSpec
+from workers.domain.errors import CancelRefused, InvalidCursor, InvalidSpec
 from workers.domain.jobs import TERMINAL, JobRecord, State, parse_iso
 from workers.io.storage import storage_errors
 from workers.io.uploads import MAX_UPLOAD_BYTES
 from workers.redis import keys, listing
-from workers.redis.listing import InvalidCursor
 from workers.redis.store import record_from
 
 router = APIRouter(prefix=web.OPENAI_PREFIX, tags=["OpenAI-compatible videos"])

@@ -88,3 +88,35 @@ class CancelRefused(VidqueueError):
     """The job is past the point where cancelling means anything (mirroring or finished)."""
 
     code = "cannot_cancel"
+
+
+class InvalidCursor(VidqueueError):
+    """A cursor (or ``after`` id) this index cannot continue from."""
+
+    code = "invalid_cursor"
+
+
+class IdempotencyConflict(VidqueueError):
+    """The idempotency key was already used with a different job spec or by another producer."""
+
+    code = "idempotency_conflict"
+
+    def __init__(self, message: str, *, field: str = "idempotency_key") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Throttled(RetryableError):
+    """No request token for this key right now; try the step again after ``retry_after_s``."""
+
+    code = RATE_LIMITED
+
+
+class JobNotFound(VidqueueError):
+    """No job with this id (never created, purged, or past its retention), or not the caller's."""
+
+    code = "not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id}")
+        self.job_id = job_id

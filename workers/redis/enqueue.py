@@ -20,7 +20,6 @@ import redis
 
 from workers.domain.jobs import JobRecord, JobSpec, State, now_iso
 from workers.redis import keys
-from workers.redis.store import fair_key
 
 # KEYS[1] = all-jobs zset, KEYS[2] = sequence, KEYS[3] = the producer's jobs zset,
 # KEYS[4] = the set of producer zsets, KEYS[5] = the queued state set.
@@ -225,3 +224,8 @@ def _outcome(created_at: str, reply: list[Any]) -> Created:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def fair_key(spec: JobSpec, producer: str) -> str:
+    """Who shares a provider's slots fairly with whom: the tenant label, else the producer."""
+    return spec.labels.get("tenant") or producer or keys.DEFAULT_FAIR

@@ -14,7 +14,7 @@ from typing import Final
 import redis
 
 from config.providers import ProviderConfig
-from workers.domain.errors import RATE_LIMITED, RetryableError
+from workers.domain.errors import Throttled
 from workers.redis import keys
 from workers.redis.store_scripts import NOW
 
@@ -36,12 +36,6 @@ return wait
 )
 # Waits up to this long in place for a token; longer waits put the step off.
 MAX_INLINE_WAIT_S: Final = 0.5
-
-
-class Throttled(RetryableError):
-    """No request token for this key right now; try the step again after ``retry_after_s``."""
-
-    code = RATE_LIMITED
 
 
 class RateLimiter:

@@ -21,19 +21,13 @@ from typing import Final
 import redis
 from pydantic import BaseModel
 
-from workers.domain.errors import VidqueueError
+from workers.domain.errors import InvalidCursor
 from workers.domain.jobs import JobRecord, State
 from workers.redis import keys
 
 CHUNK: Final = 200
 # Index entries looked at per page at most; a sparse filter gets a short page and a cursor.
 SCAN_BUDGET: Final = 5000
-
-
-class InvalidCursor(VidqueueError):
-    """A cursor (or ``after`` id) this index cannot continue from."""
-
-    code = "invalid_cursor"
 
 
 class JobPage(BaseModel):

@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import redis
 
 from workers.domain.jobs import NEXT, TERMINAL, JobError, JobRecord, JobSpec, State, now_iso
 from workers.redis import keys, store_scripts
-
-if TYPE_CHECKING:
-    from workers.redis.enqueue import Creator
+from workers.redis.enqueue import Creator, NewJob
 
 _RECORD_INTS: Final = ("attempts", "polls")
 _RECORD_STRS: Final = (
@@ -87,8 +85,6 @@ class Store:
         and False. With ``pipe`` the call is only queued there and returns None. (One job of
         ``workers.redis.enqueue``, which creates batches.)
         """
-        from workers.redis.enqueue import Creator, NewJob  # enqueue builds on this module
-
         if self._creator is None:
             self._creator = Creator(self.redis)
         job = NewJob.of(job_id, spec, fingerprint)
@@ -212,11 +208,6 @@ class Store:
         for state in State:
             pipe.scard(keys.by_state(state))
         return {str(s): int(n) for s, n in zip(State, pipe.execute(), strict=True)}
-
-
-def fair_key(spec: JobSpec, producer: str) -> str:
-    """Who shares a provider's slots fairly with whom: the tenant label, else the producer."""
-    return spec.labels.get("tenant") or producer or keys.DEFAULT_FAIR
 
 
 def record_from(fields: Mapping[str, str]) -> JobRecord:

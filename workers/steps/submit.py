@@ -25,13 +25,13 @@ from workers.domain.errors import (
     PermanentError,
     RetryableError,
     SubmitOutcomeUnknown,
+    Throttled,
     VidqueueError,
 )
 from workers.domain.jobs import JobSpec, State, now_iso, parse_iso
 from workers.domain.messages import Step
 from workers.io import uploads
 from workers.providers.base import ProviderTask
-from workers.redis.limiter import Throttled
 from workers.steps.cancelling import honour_cancel
 from workers.steps.endings import dispatch, error_json, fail, release
 
