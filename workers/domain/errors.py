@@ -112,11 +112,18 @@ class Throttled(RetryableError):
     code = RATE_LIMITED
 
 
-class JobNotFound(VidqueueError):
-    """No job with this id (never created, purged, or past its retention), or not the caller's."""
+class JobNotFound(VidqueueError, KeyError):
+    """No job with this id (never created, purged, or past its retention), or not the caller's.
+
+    A ``KeyError`` too, so the Python client's documented ``except KeyError`` keeps working;
+    but only this class means "no such job": a bug's ``KeyError`` is never taken for a 404.
+    """
 
     code = "not_found"
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no job {job_id}")
         self.job_id = job_id
+
+    def __str__(self) -> str:  # KeyError's own would quote the message
+        return self.message
