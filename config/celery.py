@@ -27,7 +27,14 @@ VISIBILITY_TIMEOUT_S: Final = 3600
 def make_app(settings: Settings) -> Celery:
     """A Celery app on ``settings``' Redis. Workers use ``app``; clients may build their own."""
     app = Celery("vidqueue", include=["workers.tasks"])
-    app.conf.update(
+    app.conf.update(**_broker(settings), **_messages(), **_worker(settings), **_beat(settings))
+    # Every worker publishes the steps that fall due (scheduled in Redis, not parked in memory).
+    app.steps["worker"].add("workers.bootsteps:DuePollerStep")
+    return app
+
+
+def _broker(settings: Settings) -> dict[str, Any]:
+    return dict(
         broker_url=settings.redis_url,
         broker_connection_retry_on_startup=True,
         # kombu's Redis transport, fixed so that a worker survives a Redis restart (Celery 5.7
@@ -41,6 +48,11 @@ def make_app(settings: Settings) -> Celery:
             "socket_keepalive": True,
             "health_check_interval": 25,
         },
+    )
+
+
+def _messages() -> dict[str, Any]:
+    return dict(
         # Job ids only travel in messages, as JSON; nothing is pickled, no results are stored.
         task_serializer="json",
         accept_content=["json"],
@@ -54,6 +66,11 @@ def make_app(settings: Settings) -> Celery:
         task_routes={TASKS[step]: {"queue": QUEUES[step]} for step in TASKS},
         task_default_queue=QUEUES["sweep"],
         task_create_missing_queues=False,
+    )
+
+
+def _worker(settings: Settings) -> dict[str, Any]:
+    return dict(
         # Every task is idempotent (it claims its step first), so a message is acked only after
         # the task ran, and a worker killed mid-task gets its message re-delivered.
         task_acks_late=True,
@@ -72,6 +89,11 @@ def make_app(settings: Settings) -> Celery:
         # Flower needs task events (VIDQUEUE_TASK_EVENTS=false turns them off).
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
+    )
+
+
+def _beat(settings: Settings) -> dict[str, Any]:
+    return dict(
         enable_utc=True,
         timezone="UTC",
         beat_schedule={
@@ -83,9 +105,6 @@ def make_app(settings: Settings) -> Celery:
             }
         },
     )
-    # Every worker publishes the steps that fall due (scheduled in Redis, not parked in memory).
-    app.steps["worker"].add("workers.bootsteps:DuePollerStep")
-    return app
 
 
 @worker_init.connect
