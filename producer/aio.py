@@ -11,7 +11,8 @@ sync client's methods and raises its errors::
         done = await vq.wait(job.id, timeout_s=600)
 
 Errors: ``InvalidSpec`` (400/413/422, naming the field), ``IdempotencyConflict`` (409),
-``CancelRefused`` (409), ``KeyError`` (404), ``ApiError`` for anything else (401, 503 ...).
+``CancelRefused`` (409), ``JobNotFound`` (404; a ``KeyError``, as documented), ``ApiError`` for
+anything else (401, 503 ...).
 """
 
 from __future__ import annotations
@@ -26,9 +27,17 @@ from typing import Any, Final
 import httpx
 from pydantic import BaseModel
 
-from workers.domain.errors import CancelRefused, IdempotencyConflict, InvalidSpec, VidqueueError
+from workers.domain.errors import (
+    CancelRefused,
+    IdempotencyConflict,
+    InvalidSpec,
+    JobNotFound,
+    VidqueueError,
+)
 from workers.domain.jobs import TERMINAL, JobRecord, JobSpec, State
-from workers.redis.listing import JobPage
+from workers.redis import listing
+
+JobPage = listing.JobPage
 
 __all__ = ["ApiError", "AsyncClient", "JobPage", "JobRecord", "Uploaded"]
 
@@ -159,7 +168,7 @@ class AsyncClient:
         while True:
             record = await self.get(job_id)
             if record is None:
-                raise KeyError(job_id)
+                raise JobNotFound(job_id)
             if record.state in TERMINAL:
                 return record
             if time.monotonic() >= deadline:
@@ -178,7 +187,7 @@ class AsyncClient:
                 async with gate:
                     record = await self.get(job_id)
                 if record is None:
-                    raise KeyError(job_id)
+                    raise JobNotFound(job_id)
                 if record.state in TERMINAL:
                     return record
                 if time.monotonic() >= deadline:
@@ -190,7 +199,7 @@ class AsyncClient:
     # -- changing --------------------------------------------------------------------------
 
     async def cancel(self, job_id: str) -> JobRecord:
-        """Cancel; ``CancelRefused`` once mirroring or finished, ``KeyError`` when unknown."""
+        """Cancel; ``CancelRefused`` once mirroring or finished, ``JobNotFound`` when unknown."""
         answer = await self._http.delete(f"/v1/jobs/{job_id}")
         return JobRecord.model_validate(_ok(answer, job_id))
 
@@ -216,7 +225,7 @@ def _ok(answer: httpx.Response, job_id: str | None = None) -> Any:
         code, message, field = "http_error", answer.text[:200], None
     status = answer.status_code
     if status == 404 and job_id is not None:
-        raise KeyError(job_id)
+        raise JobNotFound(job_id)
     if status in (400, 413, 422) and field:
         raise InvalidSpec(field, message.removeprefix(f"{field}: "))
     if status == 409 and code == "idempotency_conflict":

@@ -8,30 +8,23 @@ another request is refused by the create script itself, which then writes nothin
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
-from weakref import WeakKeyDictionary
 
 from pydantic import TypeAdapter, ValidationError
 
-from config.providers import Catalogue
-from workers.domain.errors import ConfigError, IdempotencyConflict, InvalidSpec
+from workers.domain.errors import IdempotencyConflict, InvalidSpec
 from workers.domain.jobs import JobRecord, JobSpec
-from workers.providers import validator
-from workers.redis.enqueue import Created, NewJob
+from workers.redis import enqueue
 
 MAX_BATCH: Final = 1000
 
-log = logging.getLogger("vidqueue.client")
 _SPECS: Final = TypeAdapter(list[JobSpec])
 
 _id_lock = threading.Lock()
@@ -65,56 +58,6 @@ def fingerprint(spec: JobSpec, producer: str) -> str:
     canonical = spec.model_dump(mode="json", exclude_none=True, exclude={"idempotency_key"})
     text = json.dumps([producer, canonical], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def parse_spec(data: Mapping[str, Any]) -> JobSpec:
-    """Validate a spec's shape; the error names the first offending field."""
-    try:
-        return JobSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or _field_of_model_error(first["msg"])
-        message = first["msg"].removeprefix("Value error, ")
-        raise InvalidSpec(where, message) from None
-
-
-def _field_of_model_error(message: str) -> str:
-    return "prompt" if "prompt" in message else "spec"
-
-
-class Adapters:
-    """Each provider's name and spec check (its adapter's rules), looked up once."""
-
-    def __init__(self, catalogue: Catalogue) -> None:
-        self.catalogue = catalogue
-        self._found: dict[str, tuple[str, Callable[[JobSpec], None]]] = {}
-
-    def get(self, provider: str) -> tuple[str, Callable[[JobSpec], None]]:
-        found = self._found.get(provider)
-        if found is None:
-            try:
-                config = self.catalogue.get(provider)
-            except ConfigError:
-                known = ", ".join(sorted(self.catalogue.providers))
-                raise InvalidSpec(
-                    "provider", f"unknown provider {provider!r}; configured: {known}"
-                ) from None
-            found = self._found[provider] = (config.name, validator(config))
-        return found
-
-
-def adapter_checks(provider: str, check: Callable[[JobSpec], None], spec: JobSpec) -> None:
-    """The adapter's model rules. Whatever else an adapter raises on odd input is still the
-    input's fault: it becomes ``InvalidSpec`` (and is logged), never a server error."""
-    try:
-        check(spec)
-    except InvalidSpec:
-        raise
-    except Exception as exc:
-        log.exception("%s: validating a spec failed", provider)
-        raise InvalidSpec(
-            "spec", f"{provider} cannot take this spec ({type(exc).__name__})"
-        ) from None
 
 
 def bare_message(exc: InvalidSpec) -> str:
@@ -168,7 +111,7 @@ def _with_key(data: Any, key: str) -> Any:
 def check_keys(specs: Sequence[JobSpec], marks: Sequence[str]) -> None:
     """Refuse the batch before anything is created when an idempotency key is used twice in
     it for different specs. (A key already taken by a different request is refused by the
-    CREATE script itself, atomically: see ``workers.redis.enqueue``.)"""
+    CREATE script itself, atomically: see ``enqueue.Creator``.)"""
     first: dict[str, int] = {}
     for index, spec in enumerate(specs):
         key = spec.idempotency_key
@@ -196,8 +139,8 @@ class Accepted:
     back), and ``existing`` (index → record read back) for those an idempotency key already
     made."""
 
-    jobs: Sequence[NewJob]
-    created: Created
+    jobs: Sequence[enqueue.NewJob]
+    created: enqueue.Created
     existing: Mapping[int, JobRecord]
 
     @property
@@ -212,54 +155,3 @@ class Accepted:
         """Each record as the API returns it (new ones from the stored spec text)."""
         new = self.created.records_json(self.jobs)
         return [text or self.existing[i].model_dump_json() for i, text in enumerate(new)]
-
-
-class Dispatches:
-    """Fills providers' free slots after enqueues, on the event loop, once for a burst: a
-    dispatch asked for starts within ``linger_s``, after every enqueue that asked for it.
-    (Should it fail, or the loop end first, the sweep fills free slots too.)"""
-
-    def __init__(self, dispatch: Callable[[list[str]], None], linger_s: float = 0.005) -> None:
-        self.dispatch = dispatch
-        self.linger_s = linger_s
-        self._pending: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, None]]
-        self._pending = WeakKeyDictionary()
-
-    async def soon(self, providers: Iterable[str]) -> None:
-        loop = asyncio.get_running_loop()
-        pending = self._pending.setdefault(loop, {})
-        if not pending:
-            loop.call_later(self.linger_s, self._run, loop)
-        pending.update(dict.fromkeys(providers))
-
-    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
-        providers = list(self._pending.pop(loop, {}))
-        try:
-            self.dispatch(providers)
-        except Exception:
-            log.exception("dispatch after enqueue failed (providers %s)", providers)
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """``(line number, spec)`` of a JSON Lines file (blank lines and ``#`` comments skipped);
-    an error names the line."""
-    return list(_specs(path.read_text(encoding="utf-8").splitlines()))
-
-
-def _specs(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidSpec(f"line {number}", f"not valid JSON: {exc.msg}") from None
-        if not isinstance(data, dict):
-            raise InvalidSpec(f"line {number}", "must be a JSON object (a job spec)")
-        yield number, data
-
-
-def chunks(items: Sequence[Any], size: int = MAX_BATCH) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

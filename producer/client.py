@@ -11,14 +11,14 @@ It talks to Redis and S3 directly (the same store the workers use), so it needs 
 
 Backends without access to Redis use the HTTP API instead (``producer.aio.AsyncClient`` is an
 asyncio client for it). Every method raises the same few errors: ``InvalidSpec`` (naming the
-field), ``IdempotencyConflict``, ``KeyError`` for an unknown job, ``CancelRefused``.
+field), ``IdempotencyConflict``, ``JobNotFound`` for an unknown job (a ``KeyError``, as
+documented), ``CancelRefused``. Redis itself is reached only through ``workers.redis``: this
+module names no key.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property, partial
 from pathlib import Path
@@ -27,19 +27,19 @@ from typing import Any
 from config import providers as provider_config
 from config.providers import Catalogue
 from config.settings import Settings, get_settings
-from producer import batch
-from producer.batch import MAX_BATCH, fingerprint, parse_spec
+from producer import batch, files, validation, waiting
+from producer.batch import MAX_BATCH
+from producer.validation import UploadTooLarge, parse_spec
 from workers.deps import Deps, build
 from workers.domain import messages
-from workers.domain.errors import CancelRefused, IdempotencyConflict, InvalidSpec, PermanentError
-from workers.domain.jobs import TERMINAL, JobRecord, JobSpec, State
-from workers.io import uploads, webhooks
-from workers.io.storage import Storage, storage_errors
-from workers.redis import keys, listing
-from workers.redis.enqueue import Creator, NewJob
-from workers.redis.listing import Filters, JobPage, Position
-from workers.redis.store import record_from
+from workers.domain.errors import CancelRefused, IdempotencyConflict, InvalidSpec, JobNotFound
+from workers.domain.jobs import JobRecord, JobSpec, State
+from workers.io import uploads
+from workers.io.storage import Storage
+from workers.redis import enqueue, listing, records
 from workers.steps import cancelling, endings
+
+JobPage = listing.JobPage
 
 __all__ = [
     "MAX_BATCH",
@@ -47,8 +47,10 @@ __all__ = [
     "Client",
     "IdempotencyConflict",
     "InvalidSpec",
+    "JobNotFound",
     "JobPage",
     "JobRecord",
+    "UploadTooLarge",
     "parse_spec",
 ]
 
@@ -84,8 +86,13 @@ class Client:
         return Storage(self.settings)
 
     @cached_property
-    def _creator(self) -> Creator:
-        return Creator(self.deps.redis)
+    def stored(self) -> records.JobRecords:
+        """The job records in Redis, as a producer reads (and purges) them."""
+        return records.JobRecords(self.deps.redis)
+
+    @cached_property
+    def _creator(self) -> enqueue.Creator:
+        return enqueue.Creator(self.deps.redis)
 
     @cached_property
     def _celery(self) -> Any:
@@ -96,33 +103,26 @@ class Client:
             return celery.app
         return celery.make_app(self.settings)
 
+    @cached_property
+    def _validator(self) -> validation.Validator:
+        return validation.Validator(self.catalogue, self.settings, lambda: self.storage)
+
     def validate_config(self) -> None:
         """Load the providers file now (it is otherwise read on first use)."""
         self.catalogue.get(next(iter(self.catalogue.providers)))
+
+    def ping(self) -> None:
+        """Raise unless the job store answers (the API's health check)."""
+        self.stored.ping()
 
     # -- enqueueing ------------------------------------------------------------------------
 
     def validate(
         self, data: Mapping[str, Any] | JobSpec, *, producer: str | None = None
     ) -> JobSpec:
-        """Everything checked before a job is accepted: shape, provider, model rules, uploads."""
-        spec = data if isinstance(data, JobSpec) else parse_spec(data)
-        name, check = self._adapters.get(spec.provider)
-        batch.adapter_checks(name, check, spec)
-        if spec.callback_url:
-            try:
-                webhooks.check_public_url(
-                    spec.callback_url, allow_private=self.settings.allow_private_callbacks
-                )
-            except PermanentError as exc:
-                raise InvalidSpec("callback_url", exc.message) from None
-        if any(uploads.is_ref(image) for image in spec.images):
-            uploads.check_owned(self.storage, spec, self._who(producer))
-        return spec
-
-    @cached_property
-    def _adapters(self) -> batch.Adapters:
-        return batch.Adapters(self.catalogue)
+        """Everything checked before a job is accepted: shape, provider, model rules, callback
+        URL, uploads (``producer.validation``)."""
+        return self._validator.check(data, self._who(producer))
 
     def enqueue(
         self, data: Mapping[str, Any] | JobSpec, *, producer: str | None = None
@@ -163,18 +163,18 @@ class Client:
         Without ``dispatch`` the caller fills the providers' free slots (``dispatch``) itself,
         e.g. after answering."""
         who = self._who(producer)
-        if one:
-            valid = [self.validate(specs[0], producer=who)]
-        else:
-            check = partial(self.validate, producer=who)
-            valid = batch.validate_all(specs, check, idempotency_key)
-        jobs = [NewJob.of(batch.new_job_id(), spec, fingerprint(spec, who)) for spec in valid]
+        check = partial(self.validate, producer=who)
+        valid = [check(specs[0])] if one else batch.validate_all(specs, check, idempotency_key)
+        jobs = [enqueue.NewJob.of(batch.new_job_id(), s, batch.fingerprint(s, who)) for s in valid]
         batch.check_keys(valid, [job.fingerprint for job in jobs])
         created = self._creator.create(jobs, producer=who)
         assert created is not None
         if created.conflict is not None:
             raise batch.conflict(created.conflict, one=one)
-        accepted = batch.Accepted(jobs, created, self._records(created.existing))
+        existing = self.stored.existing(created.existing)
+        accepted = batch.Accepted(
+            jobs, created, {i: self._presigned(r) for i, r in existing.items()}
+        )
         if dispatch:
             self.dispatch(accepted.providers)
         return accepted
@@ -186,6 +186,7 @@ class Client:
 
     def upload(self, data: bytes, *, producer: str | None = None) -> uploads.Upload:
         """Store an image (PNG or JPEG, ≤ 5 MB); its ``ref`` is usable as a spec's ``image``."""
+        validation.check_upload_size(data)
         return uploads.save(self.storage, data, producer=self._who(producer))
 
     def upload_file(self, path: str | Path, *, producer: str | None = None) -> uploads.Upload:
@@ -196,10 +197,15 @@ class Client:
     def get(self, job_id: str, *, producer: str | None = None) -> JobRecord | None:
         """The job's record, with fresh presigned URLs for its mirrored files; None when the
         job is unknown (or, with ``producer``, not that producer's)."""
-        fields = self.deps.store.fields(job_id)
-        if not fields or (producer is not None and fields.get("producer") != producer):
-            return None
-        return self._presigned(record_from(fields))
+        record = self.stored.find(job_id, producer)
+        return self._presigned(record) if record else None
+
+    def read(self, job_id: str, *, producer: str | None = None) -> JobRecord:
+        """``get``, but an unknown job (or another producer's) raises ``JobNotFound``."""
+        record = self.get(job_id, producer=producer)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
 
     def list(
         self,
@@ -215,16 +221,16 @@ class Client:
         """The producer's jobs, newest first, filtered; pass ``next_cursor`` on for the next
         page (a page may be short while more remain: stop when ``next_cursor`` is None).
         ``everyone`` lists every producer's jobs (an operator's view)."""
-        index = keys.all_jobs() if everyone else keys.by_producer(self._who(producer))
-        filters = Filters(State(state) if state else None, provider, dict(labels or {}))
-        after = Position.decode(cursor) if cursor else None
-        found = listing.scan(self.deps.redis, index, limit=limit, after=after, filters=filters)
-        jobs = [self._presigned(record_from(fields)) for fields in found.found]
-        return JobPage(jobs=jobs, next_cursor=found.next.encode() if found.next else None)
+        filters = listing.Filters(State(state) if state else None, provider, dict(labels or {}))
+        after = listing.Position.decode(cursor) if cursor else None
+        whose = None if everyone else self._who(producer)
+        found = self.stored.page(whose, limit=limit, after=after, filters=filters)
+        following = found.next.encode() if found.next else None
+        return JobPage(jobs=[self._presigned(r) for r in found.records], next_cursor=following)
 
     def events(self, job_id: str, *, producer: str | None = None) -> builtins.list[dict[str, Any]]:
         """The job's timeline: ``{"at", "state", "event"}`` entries, oldest first."""
-        self._owned_fields(job_id, producer)
+        self.stored.check(job_id, producer)
         return self.deps.store.events(job_id)
 
     def wait(
@@ -251,96 +257,38 @@ class Client:
     ) -> builtins.list[JobRecord]:
         """Block until every job is terminal; the records come back in the order asked.
         Each round reads the unfinished jobs in one Redis round trip."""
-        deadline = time.monotonic() + timeout_s
-        latest: dict[str, JobRecord] = {}
-        seen: dict[str, tuple[str, int]] = {}
-        pending = list(dict.fromkeys(job_ids))
-        while True:
-            for job_id, fields in zip(
-                pending, listing.records(self.deps.redis, pending), strict=True
-            ):
-                if fields is None:
-                    raise KeyError(job_id)
-                record = latest[job_id] = record_from(fields)
-                if on_change and seen.get(job_id) != (record.state, record.polls):
-                    seen[job_id] = (record.state, record.polls)
-                    on_change(record)
-            pending = [i for i in pending if latest[i].state not in TERMINAL]
-            if not pending:
-                return [self._presigned(latest[i]) for i in job_ids]
-            if time.monotonic() >= deadline:
-                states = sorted({str(latest[i].state) for i in pending})
-                raise TimeoutError(
-                    f"{len(pending)} job(s) not finished after {timeout_s:.0f}s: {states}"
-                )
-            time.sleep(interval_s)
+        done = waiting.wait_for(
+            self.stored.many,
+            job_ids,
+            timeout_s=timeout_s,
+            interval_s=interval_s,
+            on_change=on_change,
+        )
+        return [self._presigned(record) for record in done]
 
     # -- changing --------------------------------------------------------------------------
 
     def cancel(self, job_id: str, *, producer: str | None = None) -> JobRecord:
-        """Cancel a job; raises ``KeyError`` for an unknown id and ``CancelRefused`` when it is
-        mirroring or finished. A job the provider still works on stays counted (and polled)
-        until the provider lets go, unless the provider can cancel it."""
-        self._owned_fields(job_id, producer)
+        """Cancel a job; raises ``JobNotFound`` (a ``KeyError``) for an unknown id and
+        ``CancelRefused`` when it is mirroring or finished. A job the provider still works on
+        stays counted (and polled) until the provider lets go, unless the provider can cancel
+        it."""
+        self.stored.check(job_id, producer)
         messages.send(self._celery, cancelling.cancel(job_id, self.deps))
-        return self._existing(job_id)
+        return self.read(job_id)
 
     def purge(self, job_id: str, *, producer: str | None = None) -> None:
-        """Delete a finished job: its record, timeline and mirrored files. ``CancelRefused``
-        while it is not finished or still settling (at the provider, webhook pending)."""
-        fields = self._owned_fields(job_id, producer)
-        if (
-            fields["state"] not in TERMINAL
-            or fields.get("at_provider") == "1"
-            or fields.get("notify") == "pending"
-        ):
-            raise CancelRefused(f"job {job_id} is {fields['state']}: not finished yet")
-        for item in json.loads(fields.get("result") or "{}").values():
-            with storage_errors("delete object"):
-                self.storage.client.delete_object(Bucket=item["bucket"], Key=item["key"])
-        spec = json.loads(fields["spec"])
-        pipe = self.deps.redis.pipeline(transaction=True)
-        pipe.delete(keys.job(job_id), keys.events(job_id))
-        pipe.zrem(keys.all_jobs(), job_id)
-        pipe.zrem(keys.by_producer(fields.get("producer", "")), job_id)
-        pipe.zrem(keys.due(), job_id)
-        pipe.srem(keys.by_state(fields["state"]), job_id)
-        if spec.get("idempotency_key"):
-            pipe.delete(keys.idempotency(spec["idempotency_key"]))
-        pipe.execute()
+        """Delete a finished job: its mirrored files, then its record and timeline (so a purge
+        that fails half-way can be retried). ``CancelRefused`` while it is not finished or
+        still settling (at the provider, webhook pending)."""
+        finished = self.stored.finished(job_id, producer)
+        files.delete(self.storage, finished.files)
+        self.stored.purge(finished)
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _who(self, producer: str | None) -> str:
         return self.producer if producer is None else producer
 
-    def _owned_fields(self, job_id: str, producer: str | None) -> dict[str, str]:
-        fields = self.deps.store.fields(job_id)
-        if not fields or (producer is not None and fields.get("producer") != producer):
-            raise KeyError(job_id)
-        return fields
-
-    def _existing(self, job_id: str) -> JobRecord:
-        record = self.get(job_id)
-        if record is None:
-            raise KeyError(job_id)
-        return record
-
-    def _records(self, ids: Mapping[int, str]) -> dict[int, JobRecord]:
-        """The records of ``ids`` (index → job id), read in one round trip."""
-        rows = listing.records(self.deps.redis, ids.values()) if ids else []
-        found: dict[int, JobRecord] = {}
-        for (index, job_id), row in zip(ids.items(), rows, strict=True):
-            if row is None:
-                raise KeyError(job_id)
-            found[index] = self._presigned(record_from(row))
-        return found
-
     def _presigned(self, record: JobRecord) -> JobRecord:
-        if not record.result:
-            return record
-        result = {
-            name: {**item, "url": self.storage.presign(item["key"], item["bucket"])}
-            for name, item in record.result.items()
-        }
-        return record.model_copy(update={"result": result})
+        return files.presigned(self.storage, record)

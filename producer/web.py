@@ -1,9 +1,6 @@
-"""What every HTTP route shares: the client, bearer auth, bounded body reading, error bodies.
-
-Two error shapes, chosen by path: vidqueue's own ``{"error": {"code", "message", "field"}}``,
-and under ``/v1/videos`` (the OpenAI-compatible facade) OpenAI's
-``{"error": {"message", "type", "param", "code"}}``, which the OpenAI SDKs parse.
-"""
+"""What every HTTP route shares: the client, bearer auth, bounded body reading, the error a
+route raises for its own refusals (``ApiError``), and OpenAPI descriptions of bodies a route
+reads itself. How errors are answered is ``producer.api_errors``'s one concern."""
 
 from __future__ import annotations
 
@@ -13,7 +10,6 @@ from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Final, NoReturn
 
 from fastapi import Depends, Header, Request
-from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -21,6 +17,7 @@ from config.settings import get_settings
 from producer.client import Client
 
 OPENAI_PREFIX: Final = "/v1/videos"
+UPLOADS_PATH: Final = "/v1/uploads"
 # A data: URI image of 5 MB is about 6.7 MB of base64; the rest of a spec is small.
 MAX_JOB_BODY: Final = 8 * 1024 * 1024
 MAX_BATCH_BODY: Final = 64 * 1024 * 1024
@@ -38,38 +35,12 @@ def client() -> Client:
 
 
 class ApiError(Exception):
-    """An HTTP error with the code and field a client can act on."""
+    """A route's own refusal: the status, code and field a client can act on, fixed when it
+    is raised (``producer.api_errors`` answers it as it is)."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
-
-
-def error_response(
-    request: Request, status: int, code: str, message: str, field: str | None = None
-) -> JSONResponse:
-    if request.url.path.startswith(OPENAI_PREFIX):
-        return JSONResponse(
-            {
-                "error": {
-                    "message": message,
-                    "type": _openai_type(status),
-                    "param": field,
-                    "code": code,
-                }
-            },
-            status_code=status,
-        )
-    body: dict[str, Any] = {"code": code, "message": message}
-    if field:
-        body["field"] = field
-    return JSONResponse({"error": body}, status_code=status)
-
-
-def _openai_type(status: int) -> str:
-    if status >= 500:
-        return "server_error"
-    return "rate_limit_error" if status == 429 else "invalid_request_error"
 
 
 def producer_identity(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -91,6 +62,13 @@ def identity(token: str) -> str:
 
 
 Producer = Annotated[str, Depends(producer_identity)]
+
+
+def openapi_body(content: dict[str, Any], *headers: str) -> dict[str, Any]:
+    """An OpenAPI ``requestBody`` (and header parameters) for a route that reads them itself,
+    so ``/docs`` still shows what it takes."""
+    params = [{"name": h, "in": "header", "schema": {"type": "string"}} for h in headers]
+    return {"requestBody": {"required": True, "content": content}, "parameters": params}
 
 
 async def read_body(request: Request, limit: int, field: str | None = None) -> bytes:

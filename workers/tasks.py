@@ -2,7 +2,8 @@
 
 Each task takes the job id and nothing else, runs one step function, and publishes the steps
 it returns. An exception that escapes a step is logged by Celery; the step's claim then
-lapses and the sweep re-sends it, so no error path needs its own retry loop here.
+lapses and a due poller re-sends it, so no error path needs its own retry loop here. Only a
+Redis hiccup is retried by Celery itself (``retry.REDIS_HICCUP``, in the one retry table).
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from celery.signals import worker_process_init
 
 from config.celery import app
 from config.names import TASKS
 from config.settings import get_settings
 from workers.deps import Deps, build, warm
+from workers.domain import retry
 from workers.domain.messages import Step, send
 from workers.steps import cancel as cancel_step
 from workers.steps import mirror as mirror_step
@@ -33,14 +34,8 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _deps: Deps | None = None
 
-# Redis hiccups (a restart, a failover) are retried by Celery itself; the rest by the sweep.
-_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
-_COMMON: dict[str, Any] = {
-    "autoretry_for": _REDIS_ERRORS,
-    "retry_backoff": 2,
-    "retry_backoff_max": 30,
-    "max_retries": 8,
-}
+# Redis hiccups (a restart, a failover) are retried by Celery itself; the rest by due pollers.
+_COMMON: dict[str, Any] = retry.REDIS_HICCUP.options()
 
 
 def deps() -> Deps:
@@ -85,7 +80,7 @@ def _run(step: Callable[[str, Deps], list[Step]], job_id: str) -> None:
 
 
 # Soft limits sit below the hard ones so a step can end cleanly; both above the step's own
-# HTTP timeouts. A step cut short leaves its claim to lapse, and the sweep re-sends it.
+# HTTP timeouts. A step cut short leaves its claim to lapse, and a due poller re-sends it.
 @app.task(name=TASKS["submit"], soft_time_limit=150, time_limit=180, **_COMMON)
 def submit(job_id: str) -> None:
     _run(submit_step.submit, job_id)

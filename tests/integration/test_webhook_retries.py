@@ -21,7 +21,10 @@ import pytest
 from config.providers import MAX_COUNTDOWN_S
 from tests.support.live import LiveStack
 from workers.deps import Deps, build
+from workers.domain import retry
+from workers.domain.change import Change
 from workers.domain.jobs import JobSpec, State, isoformat, utcnow
+from workers.domain.row import Notify
 from workers.redis import keys
 from workers.steps import due, notify
 
@@ -125,8 +128,10 @@ def _finished_job(d: Deps, url: str, *, attempts: int, ended_ago_s: float = 0) -
     )
     d.store.create(job_id, spec)
     ended = isoformat(utcnow() - timedelta(seconds=ended_ago_s))
-    fields = {"notify": "pending", "completed_at": ended, "notify_attempts": attempts}
-    assert d.store.transition(job_id, (State.QUEUED,), State.FAILED, step_s=0, fields=fields)
+    ending = Change(notify=Notify.PENDING, completed_at=ended)
+    assert d.store.transition(job_id, (State.QUEUED,), State.FAILED, step_s=0, change=ending)
+    # As if ``attempts`` webhook attempts had failed already (the counter a retry increments)
+    d.redis.hset(keys.job(job_id), "notify_attempts", attempts)
     return job_id
 
 
@@ -177,9 +182,10 @@ def test_retries_stop_24_hours_after_the_job_ended(deps: Deps, receiver: str) ->
 
 
 def test_the_schedule_spans_most_of_a_day_and_never_beyond_it() -> None:
-    total = sum(notify.NOTIFY_BACKOFF_S)
+    total = sum(retry.WEBHOOK.backoff_s)
     assert 20 * 3600 < total <= 24 * 3600
     ended = isoformat(utcnow() - timedelta(hours=23))
-    last = notify.notify_delay(len(notify.NOTIFY_BACKOFF_S), completed_at=ended)
+    last = retry.WEBHOOK.delay(len(retry.WEBHOOK.backoff_s), completed_at=ended)
     assert last is not None and 3500 < last <= 3600
-    assert notify.notify_delay(notify.MAX_NOTIFY_ATTEMPTS, completed_at=isoformat(utcnow())) is None
+    now = isoformat(utcnow())
+    assert retry.WEBHOOK.delay(retry.WEBHOOK.max_attempts, completed_at=now) is None

@@ -9,6 +9,7 @@ import redis
 
 from config.providers import Catalogue, ProviderConfig, parse
 from workers.deps import Deps
+from workers.domain.change import Change
 from workers.domain.jobs import JobSpec, State
 from workers.redis import keys
 
@@ -55,7 +56,7 @@ def in_state(d: Deps, job_id: str, state: State, *, deadline_in_s: float = 600) 
             [State.SUBMITTING],
             State.SUBMIT_UNKNOWN,
             step_s=600,
-            fields={"at_provider": "1"},
+            change=Change(at_provider=True),
         )
         return
     deadline_ms = int((time.time() + deadline_in_s) * 1000)
@@ -64,14 +65,14 @@ def in_state(d: Deps, job_id: str, state: State, *, deadline_in_s: float = 600) 
         [State.SUBMITTING],
         State.RUNNING,
         step_s=5,
-        fields={"provider_task_id": "t-1", "deadline_ms": deadline_ms, "at_provider": "1"},
+        change=Change(provider_task_id="t-1", deadline_ms=deadline_ms, at_provider=True),
     )
     if state in (State.RUNNING, State.FAILED, State.CANCELLED):
         if state != State.RUNNING:
-            d.store.transition(job_id, [State.RUNNING], state, fields={"at_provider": ""})
+            d.store.transition(job_id, [State.RUNNING], state, change=Change(at_provider=False))
         return
     d.store.transition(
-        job_id, [State.RUNNING], State.MIRRORING, step_s=0, fields={"at_provider": ""}
+        job_id, [State.RUNNING], State.MIRRORING, step_s=0, change=Change(at_provider=False)
     )
     if state == State.MIRRORING:
         return

@@ -21,6 +21,7 @@ from config.celery import make_app
 from config.settings import Settings
 from tests.support.sweeping import GRACE_S, KEY, catalogue, in_state, lease, redis_now_ms, spec
 from workers.deps import Deps
+from workers.domain.change import Change
 from workers.domain.jobs import State
 from workers.domain.messages import Step, send
 from workers.redis import keys
@@ -260,7 +261,7 @@ def test_a_mirror_sent_again_keeps_its_urgency(deps: Deps) -> None:
         [State.RUNNING],
         State.MIRRORING,
         step_s=0,
-        fields={"provider_finished_at": finished},
+        change=Change(provider_finished_at=finished),
     )
     backdate(deps, "job-1")
     # When a poller looks, then the mirror is sent again as the most urgent one

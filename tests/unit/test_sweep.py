@@ -24,6 +24,7 @@ from tests.support.sweeping import (
     spec,
 )
 from workers.deps import Deps
+from workers.domain.change import Change
 from workers.domain.jobs import State
 from workers.domain.messages import Step
 from workers.redis import keys
@@ -76,7 +77,8 @@ def test_an_expired_lease_of_a_job_still_at_the_provider_is_renewed(
 def test_a_cancelled_job_the_provider_still_works_on_keeps_its_slot(deps: Deps) -> None:
     # Given a job cancelled while running at a provider that has no cancel call
     in_state(deps, "job-1", State.RUNNING)
-    deps.store.transition("job-1", [State.RUNNING], State.CANCELLED, fields={"at_provider": "1"})
+    cancelled = Change(at_provider=True)
+    deps.store.transition("job-1", [State.RUNNING], State.CANCELLED, change=cancelled)
     lease_expired(deps, "job-1")
     # When the sweep reclaims leases, Then the provider still counts it: the slot stays
     assert reclaim_leases(deps) == 0
@@ -123,7 +125,7 @@ def test_an_expired_lease_of_a_running_job_past_its_deadline_is_released(deps: D
 def test_an_expired_lease_held_under_another_key_than_the_jobs_is_released(deps: Deps) -> None:
     # Given a running job whose record says it holds another key than this lease's
     in_state(deps, "job-1", State.RUNNING)
-    deps.store.transition("job-1", [State.RUNNING], None, fields={"key_id": "OTHER_KEY"})
+    deps.store.transition("job-1", [State.RUNNING], None, change=Change(key_id="OTHER_KEY"))
     lease_expired(deps, "job-1")
     # When the sweep reclaims leases, then the stray lease is released
     assert reclaim_leases(deps) == 1

@@ -6,6 +6,7 @@ The spec and record shapes are contracts (docs/design.md §6): other programs pa
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
@@ -40,6 +41,19 @@ NEXT: Final[dict[State, frozenset[State]]] = {
     State.FAILED: frozenset(),
     State.CANCELLED: frozenset(),
 }
+
+
+class TransitionNotAllowed(ValueError):
+    """A step asked for a state change ``NEXT`` does not allow: a bug in the step, refused before
+    Redis is touched. A raise, not an ``assert``: the rule must hold under ``python -O`` too."""
+
+
+def check_transition(allowed: Iterable[State], to: State) -> None:
+    """Raise ``TransitionNotAllowed`` unless every state in ``allowed`` may move to ``to``."""
+    bad = [s for s in allowed if s != to and to not in NEXT[s]]
+    if bad:
+        moves = ", ".join(f"{s} -> {to}" for s in bad)
+        raise TransitionNotAllowed(f"transition {moves} is not allowed (workers.domain.jobs.NEXT)")
 
 
 class ProviderStatus(StrEnum):

@@ -1,9 +1,9 @@
 """When to poll next: the first poll near the expected finish, then jittered backoff to a cap;
 and how urgent a mirror is.
 
-Every countdown stays at or below ``MAX_COUNTDOWN_S``; retries back off to at most
-``RETRY_CAP_S``. A countdown is a due time in Redis (``workers.steps.due``), never a message parked
-in a worker.
+Every countdown stays at or below ``MAX_COUNTDOWN_S``. A countdown is a due time in Redis
+(``workers.steps.due``), never a message parked in a worker. How failed steps are retried is
+``workers.domain.retry``'s table.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from typing import Final
 from config.providers import MAX_COUNTDOWN_S, ProviderConfig
 
 BACKOFF_FACTOR: Final = 1.5
-# A failed step (a submit, a mirror) is tried again within this long, whatever a provider's
-# Retry-After says: a longer wait would only leave a paid-for slot idle.
-RETRY_CAP_S: Final = 60.0
 JITTER: Final = 0.15
 # Steady polls are spread over [90 %, 100 %] of the lag target: no herd, and no lag beyond it.
 STEADY_JITTER: Final = 0.1
@@ -80,11 +77,6 @@ def next_poll(
     if remaining_s is not None:
         delay = min(delay, max(0.0, remaining_s))
     return delay
-
-
-def retry_backoff(attempt: int, *, base_s: float = 1.0, cap_s: float = RETRY_CAP_S) -> float:
-    """Exponential backoff with full jitter, for retrying a failed step."""
-    return random.uniform(base_s / 2, min(cap_s, base_s * 2 ** max(0, attempt)))
 
 
 # A mirror's broker priority by how long its result URL has left. kombu's Redis transport keeps

@@ -15,31 +15,24 @@ hold per vendor, and the submit built from it: ``workers.providers.gateway_spec`
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
 
-from config.providers import ApiKey, ProviderConfig
+from config.providers import ApiKey
+from workers.domain import errors
 from workers.domain.errors import (
-    CONCURRENCY_LIMITED,
-    CONTENT_POLICY,
-    INSUFFICIENT_BALANCE,
-    INVALID_REQUEST,
-    MODEL_NOT_FOUND,
-    PERMISSION_DENIED,
-    PROVIDER_FAILED,
-    PROVIDER_PROTOCOL,
     PermanentError,
     RetryableError,
     SubmitOutcomeUnknown,
     VidqueueError,
 )
 from workers.domain.jobs import JobSpec, ProviderStatus
-from workers.providers.base import PollResult, ProviderTask, with_finish_time
+from workers.providers.adapter import JsonAdapter, SubmitRequest, text
+from workers.providers.base import ProviderTask, VideoProvider
 from workers.providers.gateway_spec import request_body, validate
-from workers.providers.http import HttpFailure, JsonApi, redact, under_base_url
+from workers.providers.http import HttpFailure, redact
 
 logger = logging.getLogger("vidqueue.providers.gateway")
 
@@ -63,12 +56,12 @@ _STATUSES: Final = {
     "failed": ProviderStatus.FAILED,
 }
 _PERMANENT_CODES: Final = {
-    "insufficient_user_quota": INSUFFICIENT_BALANCE,
-    "pre_consume_token_quota_failed": INSUFFICIENT_BALANCE,
-    "model_not_found": MODEL_NOT_FOUND,
-    "sensitive_words_detected": CONTENT_POLICY,
-    "access_denied": PERMISSION_DENIED,
-    "not_implemented": INVALID_REQUEST,  # HTTP 501: the channel cannot do this at all
+    "insufficient_user_quota": errors.INSUFFICIENT_BALANCE,
+    "pre_consume_token_quota_failed": errors.INSUFFICIENT_BALANCE,
+    "model_not_found": errors.MODEL_NOT_FOUND,
+    "sensitive_words_detected": errors.CONTENT_POLICY,
+    "access_denied": errors.PERMISSION_DENIED,
+    "not_implemented": errors.INVALID_REQUEST,  # HTTP 501: the channel cannot do this at all
 }
 
 
@@ -80,10 +73,12 @@ def classify(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
         return SubmitOutcomeUnknown(f"{message}; the upstream may have accepted the task")
     if failure.status == 429 and any(mark in failure.message for mark in SATURATED):
         return RetryableError(
-            message, code=CONCURRENCY_LIMITED, retry_after_s=failure.retry_after_s
+            message, code=errors.CONCURRENCY_LIMITED, retry_after_s=failure.retry_after_s
         )
     if code == "task_not_exist" and not submitting:
-        return PermanentError(f"{message}: the gateway has no such task", code=PROVIDER_FAILED)
+        return PermanentError(
+            f"{message}: the gateway has no such task", code=errors.PROVIDER_FAILED
+        )
     if code in _PERMANENT_CODES:
         return PermanentError(message, code=_PERMANENT_CODES[code])
     return None
@@ -115,69 +110,36 @@ def _progress(value: object) -> float | None:
     return None
 
 
-class GatewayProvider:
-    """The ``gateway`` adapter; shares one ``httpx.Client`` (thread-safe) across threads."""
+class GatewayProvider(JsonAdapter):
+    """The ``gateway`` adapter. The gateway has no cancel route (a task keeps its slot until it
+    ends) and looks tasks up only by its own task id: Kling's external_task_id is not queryable
+    through it, so an unknown submit cannot be reconciled. The token goes only to the gateway's
+    own content proxy (``download_needs_key``); vendor URLs are public."""
 
-    idempotent_submit: bool = False
+    validate = staticmethod(validate)
+    business = staticmethod(classify)
+    log = logger
+    poll_route = "/v1/video/generations/{id}"
+    statuses = _STATUSES
+    finish_field = "finish_time"
+    download_needs_key = True
 
-    def __init__(self, config: ProviderConfig, client: httpx.Client) -> None:
-        self.config = config
-        self._api = JsonApi(config.name, client, httpx.Timeout(config.request_timeout_s))
+    def submit_request(self, job_id: str, spec: JobSpec) -> SubmitRequest:
+        return SubmitRequest("/v1/video/generations", {"json": request_body(job_id, spec)})
 
-    def validate(self, spec: JobSpec) -> None:
-        validate(spec)
+    def task_id(self, payload: dict[str, Any]) -> str | None:
+        """``task_id``, else ``id``, of either the envelope's TaskDto or the flat answer."""
+        dto = task_dto(payload)
+        return text(dto.get("task_id") or dto.get("id"))
 
-    def submit(self, job_id: str, spec: JobSpec, key: ApiKey) -> ProviderTask:
-        validate(spec)
-        _, answer = self._api.call(
-            "POST",
-            f"{self.config.base_url}/v1/video/generations",
-            headers=self._headers(key),
-            json=request_body(job_id, spec),
-            secret=key.secret,
-            submitting=True,
-            business=partial(classify, submitting=True),
-        )
-        payload = task_dto(answer)
-        task_id = payload.get("task_id") or payload.get("id")
-        if not isinstance(task_id, str) or not task_id:
-            raise SubmitOutcomeUnknown(
-                f"{self.config.name}: submit answered HTTP 200 without a task id"
-            )
-        return ProviderTask(id=task_id)
-
-    def poll(self, task: ProviderTask, key: ApiKey) -> PollResult:
-        response, payload = self._api.call(
-            "GET",
-            f"{self.config.base_url}/v1/video/generations/{quote(task.id, safe='')}",
-            headers=self._headers(key),
-            secret=key.secret,
-            submitting=False,
-            business=partial(classify, submitting=False),
-        )
+    def poll_answer(
+        self, response: httpx.Response, payload: dict[str, Any], key: ApiKey
+    ) -> dict[str, Any]:
+        """The TaskDto, once the envelope's code says "success" (or is absent)."""
         envelope_code = payload.get("code")
         if isinstance(envelope_code, str) and envelope_code not in ("success", ""):
             raise self._envelope_error(response, payload, key)
-        dto = task_dto(payload)
-        return with_finish_time(self._poll_result(task, dto, key), dto.get("finish_time"))
-
-    def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
-        """The gateway has no cancel route: the task runs to its end and keeps its slot."""
-        return False
-
-    def reconcile(self, job_id: str, key: ApiKey) -> ProviderTask | None:
-        """The gateway looks tasks up only by its own task id; Kling's external_task_id is not
-        queryable through it, so an unknown submit cannot be matched."""
-        return None
-
-    def download_headers(self, url: str, key: ApiKey) -> dict[str, str]:
-        """The token goes only to the gateway's own content proxy; vendor URLs are public."""
-        if under_base_url(url, self.config.base_url):
-            return {"Authorization": f"Bearer {key.secret}"}
-        return {}
-
-    def _headers(self, key: ApiKey) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key.secret}"}
+        return task_dto(payload)
 
     def _envelope_error(
         self, response: httpx.Response, payload: dict[str, Any], key: ApiKey
@@ -192,48 +154,29 @@ class GatewayProvider:
             message=redact(message if isinstance(message, str) else "", key.secret),
             retry_after_s=None,
         )
-        known = classify(failure, submitting=False)
-        return known or RetryableError(failure.describe(), code=PROVIDER_PROTOCOL)
+        known = self.business(failure, submitting=False)
+        return known or RetryableError(failure.describe(), code=errors.PROVIDER_PROTOCOL)
 
-    def _poll_result(self, task: ProviderTask, dto: dict[str, Any], key: ApiKey) -> PollResult:
-        name = self.config.name
-        raw = dto.get("status")
-        if not isinstance(raw, str) or not raw:
-            raise RetryableError(f"{name}: poll answer has no status", code=PROVIDER_PROTOCOL)
-        progress = _progress(dto.get("progress"))
-        status = _STATUSES.get(raw)
-        if status is None:
-            logger.warning("%s task %s: unknown status %r, taken as running", name, task.id, raw)
-            status = ProviderStatus.RUNNING
-        if status is ProviderStatus.SUCCEEDED:
-            return PollResult(
-                status=status,
-                video_url=self._video_url(task, dto),
-                progress=progress,
-                raw_status=raw,
-            )
-        if status is ProviderStatus.FAILED:
-            return PollResult(
-                status=status,
-                error_code=PROVIDER_FAILED,
-                error_message=redact(f"{name}: {_failure_reason(dto)}", key.secret),
-                progress=progress,
-                raw_status=raw,
-            )
-        return PollResult(status=status, progress=progress, raw_status=raw)
+    def progress(self, answer: dict[str, Any]) -> float | None:
+        return _progress(answer.get("progress"))
 
-    def _video_url(self, task: ProviderTask, dto: dict[str, Any]) -> str:
+    def result_urls(self, task: ProviderTask, answer: dict[str, Any]) -> tuple[object, object]:
         """``result_url``; else ``fail_reason`` (builds before ``result_url`` existed); else a
-        Gemini-style ``url`` or ``metadata.url``; else the gateway's own content proxy."""
-        metadata = dto.get("metadata")
+        Gemini-style ``url`` or ``metadata.url``; else the gateway's own content proxy. No
+        cover: the format has none."""
+        metadata = answer.get("metadata")
         candidates = (
-            dto.get("result_url"),
-            dto.get("fail_reason"),
-            dto.get("url"),
+            answer.get("result_url"),
+            answer.get("fail_reason"),
+            answer.get("url"),
             metadata.get("url") if isinstance(metadata, dict) else None,
         )
         found = next((url for url in map(_http_url, candidates) if url), None)
-        return found or f"{self.config.base_url}/v1/videos/{quote(task.id, safe='')}/content"
+        proxy = f"{self.config.base_url}/v1/videos/{quote(task.id, safe='')}/content"
+        return found or proxy, None
+
+    def failure(self, answer: dict[str, Any], raw: str) -> tuple[str, str]:
+        return errors.PROVIDER_FAILED, _failure_reason(answer)
 
 
 def _failure_reason(dto: dict[str, Any]) -> str:
@@ -246,5 +189,5 @@ def _failure_reason(dto: dict[str, Any]) -> str:
     return "task failed (no reason given)"
 
 
-# The registry's entry points (workers.providers).
-ADAPTER = GatewayProvider
+# The registry's entry point (workers.providers); typed so that mypy checks it fits the seam.
+ADAPTER: type[VideoProvider] = GatewayProvider

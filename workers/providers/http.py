@@ -18,13 +18,10 @@ which applies all of this to every call; ``under_base_url`` keeps a key on its p
 
 from __future__ import annotations
 
-import email.utils
 import json
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit
 
@@ -42,6 +39,8 @@ from workers.domain.errors import (
     SubmitOutcomeUnknown,
     VidqueueError,
 )
+from workers.providers.retry_after import parse_retry_after as parse_retry_after
+from workers.providers.retry_after import retry_after_s as retry_after_s
 
 # Failures raised before a single byte of the request could reach the provider.
 NOT_SENT: Final = (
@@ -202,31 +201,6 @@ class JsonApi:
         return response, json_object(response, self.provider, submitting=submitting)
 
 
-def retry_after_s(headers: httpx.Headers, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After``; None when neither is usable."""
-    millis = _non_negative_number(headers.get("retry-after-ms"))
-    if millis is not None:
-        return millis / 1000
-    return parse_retry_after(headers.get("retry-after"), now=now)
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; a past date gives 0."""
-    if value is None or not value.strip():
-        return None
-    seconds = _non_negative_number(value)
-    if seconds is not None:
-        return seconds
-    try:
-        moment = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:  # "-0000" zones parse as naive; HTTP dates are always GMT
-        moment = moment.replace(tzinfo=UTC)
-    current = now if now is not None else datetime.now(UTC)
-    return max(0.0, (moment - current).total_seconds())
-
-
 def redact(text: str, secret: str) -> str:
     return text.replace(secret, REDACTED) if secret else text
 
@@ -252,18 +226,6 @@ def under_base_url(url: str, base_url: str) -> bool:
 def _origin(parts: SplitResult) -> tuple[str, str | None, int | None]:
     scheme = parts.scheme.lower()
     return scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(scheme)
-
-
-def _non_negative_number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    if not math.isfinite(number):
-        return None
-    return max(0.0, number)
 
 
 def _error_body(response: httpx.Response) -> tuple[str | None, str]:

@@ -17,44 +17,19 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from collections.abc import Callable
-from functools import partial
 from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
 
-from config.providers import ApiKey, ProviderConfig
-from workers.domain.errors import (
-    AUTH_FAILED,
-    CONCURRENCY_LIMITED,
-    CONTENT_POLICY,
-    INSUFFICIENT_BALANCE,
-    INVALID_REQUEST,
-    MODEL_NOT_FOUND,
-    PERMISSION_DENIED,
-    PROVIDER_FAILED,
-    PROVIDER_PROTOCOL,
-    PROVIDER_UNAVAILABLE,
-    RATE_LIMITED,
-    ConfigError,
-    PermanentError,
-    RetryableError,
-    SubmitOutcomeUnknown,
-    VidqueueError,
-)
+from config.providers import ApiKey
+from workers.domain import errors
+from workers.domain.errors import ConfigError, PermanentError, RetryableError, VidqueueError
 from workers.domain.jobs import JobSpec, ProviderStatus
-from workers.providers.base import PollResult, ProviderTask, with_finish_time
-from workers.providers.http import (
-    BusinessCodes,
-    HttpFailure,
-    JsonApi,
-    classify,
-    redact,
-    retry_after_s,
-)
-from workers.providers.jwt import Minted, TokenCache, sign_hs256
+from workers.providers.adapter import SigningAdapter, SubmitRequest, text
+from workers.providers.base import ProviderTask, VideoProvider
+from workers.providers.http import HttpFailure, retry_after_s
+from workers.providers.jwt import Minted, sign_hs256
 from workers.providers.kling_spec import FAMILIES, family_of, request_body, validate
 
 logger = logging.getLogger("vidqueue.providers.kling")
@@ -72,13 +47,13 @@ _STATUSES: Final = {
     "failed": ProviderStatus.FAILED,
 }
 _PERMANENT_CODES: Final = {
-    **dict.fromkeys((1000, 1001, 1002, 1003, 1004), AUTH_FAILED),
+    **dict.fromkeys((1000, 1001, 1002, 1003, 1004), errors.AUTH_FAILED),
     # Account anomaly, arrears, resource pack used up: HTTP 429, yet waiting will not pay.
-    **dict.fromkeys((1100, 1101, 1102), INSUFFICIENT_BALANCE),
-    1103: PERMISSION_DENIED,
-    **dict.fromkeys((1200, 1201, 1202), INVALID_REQUEST),
-    **dict.fromkeys((1300, 1301), CONTENT_POLICY),
-    1304: PERMISSION_DENIED,  # the caller's IP is not on the key's whitelist
+    **dict.fromkeys((1100, 1101, 1102), errors.INSUFFICIENT_BALANCE),
+    1103: errors.PERMISSION_DENIED,
+    **dict.fromkeys((1200, 1201, 1202), errors.INVALID_REQUEST),
+    **dict.fromkeys((1300, 1301), errors.CONTENT_POLICY),
+    1304: errors.PERMISSION_DENIED,  # the caller's IP is not on the key's whitelist
 }
 
 
@@ -92,17 +67,21 @@ def business_codes(failure: HttpFailure, *, submitting: bool) -> VidqueueError |
     code = int(failure.code) if failure.code and failure.code.isdigit() else None
     message = failure.describe()
     if code == 1203:  # a resource (a model on submit, the task on a poll) does not exist
-        return PermanentError(message, code=MODEL_NOT_FOUND if submitting else INVALID_REQUEST)
+        return PermanentError(
+            message, code=errors.MODEL_NOT_FOUND if submitting else errors.INVALID_REQUEST
+        )
     if code in _PERMANENT_CODES:
         return PermanentError(message, code=_PERMANENT_CODES[code])
     if code == 1302:
-        return RetryableError(message, code=RATE_LIMITED, retry_after_s=failure.retry_after_s)
+        return RetryableError(
+            message, code=errors.RATE_LIMITED, retry_after_s=failure.retry_after_s
+        )
     if code == 1303:
         wait = max(failure.retry_after_s or 0.0, random.uniform(*CONCURRENCY_RETRY_S))
-        return RetryableError(message, code=CONCURRENCY_LIMITED, retry_after_s=wait)
+        return RetryableError(message, code=errors.CONCURRENCY_LIMITED, retry_after_s=wait)
     if code in (5000, 5001, 5002):
         return RetryableError(
-            message, code=PROVIDER_UNAVAILABLE, retry_after_s=failure.retry_after_s
+            message, code=errors.PROVIDER_UNAVAILABLE, retry_after_s=failure.retry_after_s
         )
     return None
 
@@ -118,93 +97,43 @@ def split_key(key: ApiKey) -> tuple[str, str]:
     return access.strip(), secret.strip()
 
 
-class KlingProvider:
-    """The ``kling`` adapter; shares one ``httpx.Client`` (thread-safe) across threads."""
+class KlingProvider(SigningAdapter):
+    """The ``kling`` adapter. Kling has no cancel endpoint (a task keeps its slot until it
+    ends); its result URLs are public CDN links, so a download is sent no token. Every answer
+    is a ``{code, message, request_id, data}`` envelope whose non-zero ``code`` is an error even
+    in a 200 (``body_failure``)."""
 
-    idempotent_submit: bool = False
+    validate = staticmethod(validate)
+    business = staticmethod(business_codes)
+    log = logger
+    poll_route = "/v1/videos/{family}/{id}"
+    statuses = _STATUSES
+    status_field = "task_status"
+    no_task_id = "submit answered without a task_id"
+    finish_field = "updated_at"
+    finish_in_millis = True
+    token_refresh_s = TOKEN_REFRESH_S
 
-    def __init__(
-        self,
-        config: ProviderConfig,
-        client: httpx.Client,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.config = config
-        self._api = JsonApi(config.name, client, httpx.Timeout(config.request_timeout_s))
-        self._tokens = TokenCache(refresh_s=TOKEN_REFRESH_S, clock=clock)
-
-    def validate(self, spec: JobSpec) -> None:
-        validate(spec)
-
-    def submit(self, job_id: str, spec: JobSpec, key: ApiKey) -> ProviderTask:
-        validate(spec)
+    def submit_request(self, job_id: str, spec: JobSpec) -> SubmitRequest:
+        """To the spec's family, which the task keeps: it can only be polled there."""
         family = family_of(spec)
-        data = self._call(
-            "POST",
-            f"{self.config.base_url}/v1/videos/{family}",
-            key,
-            submitting=True,
-            json=request_body(job_id, spec),
-        )
-        task_id = data.get("task_id") if isinstance(data, dict) else None
-        if not isinstance(task_id, str) or not task_id:
-            raise SubmitOutcomeUnknown(f"{self.config.name}: submit answered without a task_id")
-        return ProviderTask(id=task_id, extra={"family": family})
+        body = {"json": request_body(job_id, spec)}
+        return SubmitRequest(f"/v1/videos/{family}", body, extra={"family": family})
 
-    def poll(self, task: ProviderTask, key: ApiKey) -> PollResult:
+    def poll_path(self, task: ProviderTask) -> str:
+        """Under the family the task was created in: the only place it can be found."""
         family = task.extra.get("family", "")
         if family not in FAMILIES:
             raise PermanentError(
                 f"{self.config.name}: task {task.id} has no family recorded (got {family!r})",
-                code=PROVIDER_PROTOCOL,
+                code=errors.PROVIDER_PROTOCOL,
             )
-        data = self._call(
-            "GET",
-            f"{self.config.base_url}/v1/videos/{family}/{quote(task.id, safe='')}",
-            key,
-            submitting=False,
-        )
-        if not isinstance(data, dict):
-            raise RetryableError(
-                f"{self.config.name}: poll answer has no data", code=PROVIDER_PROTOCOL
-            )
-        return with_finish_time(
-            self._poll_result(task, data, key), data.get("updated_at"), millis=True
-        )
+        return self.poll_route.format(family=family, id=quote(task.id, safe=""))
 
-    def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
-        """Kling has no cancel endpoint: the task runs to its end and keeps its slot."""
-        return False
+    def secret(self, key: ApiKey) -> str:
+        return split_key(key)[1]
 
-    def reconcile(self, job_id: str, key: ApiKey) -> ProviderTask | None:
-        """The task whose ``external_task_id`` is ``job_id``, in either family, if it exists.
-
-        How to query by external_task_id is unconfirmed. This asks the list endpoint of each
-        family with ``external_task_id`` as a query parameter plus the largest page
-        (``pageNum=1&pageSize=500``), and accepts either answer shape: one task object (the
-        filter was honoured) or a list, which is searched here (the filter was ignored; the
-        task, submitted moments ago, is then among the 500 newest).
-        """
-        for family in FAMILIES:
-            data = self._call(
-                "GET",
-                f"{self.config.base_url}/v1/videos/{family}",
-                key,
-                submitting=False,
-                params={"external_task_id": job_id, "pageNum": 1, "pageSize": RECONCILE_PAGE_SIZE},
-            )
-            for item in data if isinstance(data, list) else [data]:
-                task_id = _task_id_for(item, job_id)
-                if task_id is not None:
-                    return ProviderTask(id=task_id, extra={"family": family})
-        return None
-
-    def download_headers(self, url: str, key: ApiKey) -> dict[str, str]:
-        """Result URLs are public CDN links: sending the token would only leak it."""
-        return {}
-
-    def _headers(self, key: ApiKey) -> dict[str, str]:
+    def headers(self, key: ApiKey) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(key)}"}
 
     def token(self, key: ApiKey) -> str:
@@ -223,56 +152,68 @@ class KlingProvider:
 
         return self._tokens.get(key.secret, mint)
 
-    def _call(
-        self, method: str, url: str, key: ApiKey, *, submitting: bool, **request: Any
-    ) -> object:
-        """The ``data`` of a ``{code, message, request_id, data}`` answer. Any error is raised,
-        also one a 200 carries as a non-zero ``code``."""
-        secret = split_key(key)[1]
-        business: BusinessCodes = partial(business_codes, submitting=submitting)
-        response, payload = self._api.call(
-            method,
-            url,
-            headers=self._headers(key),
-            secret=secret,
-            submitting=submitting,
-            business=business,
-            **request,
-        )
+    def body_failure(self, response: httpx.Response, payload: dict[str, Any]) -> HttpFailure | None:
+        """Any non-zero ``code``, also in a 200."""
         code = payload.get("code", 0)
-        if code not in (0, "0"):
-            message = payload.get("message")
-            failure = HttpFailure(
-                provider=self.config.name,
-                status=response.status_code,
-                code=str(code),
-                message=redact(message if isinstance(message, str) else "error", secret),
-                retry_after_s=retry_after_s(response.headers),
-            )
-            raise classify(failure, business)
-        return payload.get("data")
+        if code in (0, "0"):
+            return None
+        message = payload.get("message")
+        return HttpFailure(
+            provider=self.config.name,
+            status=response.status_code,
+            code=str(code),
+            message=message if isinstance(message, str) else "error",
+            retry_after_s=retry_after_s(response.headers),
+        )
 
-    def _poll_result(self, task: ProviderTask, data: dict[str, Any], key: ApiKey) -> PollResult:
-        name = self.config.name
-        raw = data.get("task_status")
-        if not isinstance(raw, str) or not raw:
-            raise RetryableError(f"{name}: poll answer has no task_status", code=PROVIDER_PROTOCOL)
-        status = _STATUSES.get(raw.lower())
-        if status is None:
-            logger.warning(
-                "%s task %s: unknown task_status %r, taken as running", name, task.id, raw
+    def task_id(self, payload: dict[str, Any]) -> str | None:
+        data = payload.get("data")
+        return text(data.get("task_id")) if isinstance(data, dict) else None
+
+    def poll_answer(
+        self, response: httpx.Response, payload: dict[str, Any], key: ApiKey
+    ) -> dict[str, Any]:
+        data = payload.get("data")
+        if not isinstance(data, dict):
+            raise RetryableError(
+                f"{self.config.name}: poll answer has no data", code=errors.PROVIDER_PROTOCOL
             )
-            return PollResult(status=ProviderStatus.RUNNING, raw_status=raw)
-        if status is ProviderStatus.SUCCEEDED:
-            return _success(name, task, data, raw)
-        if status is ProviderStatus.FAILED:
-            reason = data.get("task_status_msg")
-            detail = reason.strip() if isinstance(reason, str) and reason.strip() else "no detail"
-            message = redact(f"{name}: the task failed: {detail}", split_key(key)[1])
-            return PollResult(
-                status=status, error_code=PROVIDER_FAILED, error_message=message, raw_status=raw
-            )
-        return PollResult(status=status, raw_status=raw)
+        return data
+
+    def status_key(self, raw: str) -> str:
+        return raw.lower()
+
+    def reconcile(self, job_id: str, key: ApiKey) -> ProviderTask | None:
+        """The task whose ``external_task_id`` is ``job_id``, in either family, if it exists.
+
+        How to query by external_task_id is unconfirmed. This asks the list endpoint of each
+        family with ``external_task_id`` as a query parameter plus the largest page
+        (``pageNum=1&pageSize=500``), and accepts either answer shape: one task object (the
+        filter was honoured) or a list, which is searched here (the filter was ignored; the
+        task, submitted moments ago, is then among the 500 newest).
+        """
+        query = {"external_task_id": job_id, "pageNum": 1, "pageSize": RECONCILE_PAGE_SIZE}
+        for family in FAMILIES:
+            path = f"/v1/videos/{family}"
+            _, payload = self.call("GET", path, key, submitting=False, params=query)
+            data = payload.get("data")
+            for item in data if isinstance(data, list) else [data]:
+                task_id = _task_id_for(item, job_id)
+                if task_id is not None:
+                    return ProviderTask(id=task_id, extra={"family": family})
+        return None
+
+    def result_urls(self, task: ProviderTask, answer: dict[str, Any]) -> tuple[object, object]:
+        """The first video's URL; Kling's format has no cover image."""
+        result = answer.get("task_result")
+        videos = result.get("videos") if isinstance(result, dict) else None
+        first = videos[0] if isinstance(videos, list) and videos else None
+        return (first.get("url") if isinstance(first, dict) else None), None
+
+    def failure(self, answer: dict[str, Any], raw: str) -> tuple[str, str]:
+        reason = answer.get("task_status_msg")
+        detail = reason.strip() if isinstance(reason, str) and reason.strip() else "no detail"
+        return errors.PROVIDER_FAILED, f"the task failed: {detail}"
 
 
 def _task_id_for(item: object, job_id: str) -> str | None:
@@ -286,18 +227,5 @@ def _task_id_for(item: object, job_id: str) -> str | None:
     return None
 
 
-def _success(name: str, task: ProviderTask, data: dict[str, Any], raw: str) -> PollResult:
-    """The first video's URL; Kling's format has no cover image."""
-    result = data.get("task_result")
-    videos = result.get("videos") if isinstance(result, dict) else None
-    first = videos[0] if isinstance(videos, list) and videos else None
-    url = first.get("url") if isinstance(first, dict) else None
-    if not isinstance(url, str) or not url:
-        raise PermanentError(
-            f"{name}: task {task.id} succeeded without a video url", code=PROVIDER_PROTOCOL
-        )
-    return PollResult(status=ProviderStatus.SUCCEEDED, video_url=url, raw_status=raw)
-
-
-# The registry's entry points (workers.providers).
-ADAPTER = KlingProvider
+# The registry's entry point (workers.providers); typed so that mypy checks it fits the seam.
+ADAPTER: type[VideoProvider] = KlingProvider

@@ -11,29 +11,21 @@ and the submit built from it: ``workers.providers.openai_spec``.
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any, Final
-from urllib.parse import quote
 
 import httpx
 
-from config.providers import ApiKey, ProviderConfig
+from workers.domain import errors
 from workers.domain.errors import (
-    AUTH_FAILED,
-    CONTENT_POLICY,
-    INSUFFICIENT_BALANCE,
-    MODEL_NOT_FOUND,
-    PROVIDER_FAILED,
-    PROVIDER_PROTOCOL,
-    PROVIDER_UNAVAILABLE,
     PermanentError,
     RetryableError,
     SubmitOutcomeUnknown,
     VidqueueError,
 )
 from workers.domain.jobs import JobSpec, ProviderStatus
-from workers.providers.base import PollResult, ProviderTask, with_finish_time
-from workers.providers.http import HttpFailure, JsonApi, redact
+from workers.providers.adapter import JsonAdapter, SubmitRequest
+from workers.providers.base import ProviderTask, VideoProvider
+from workers.providers.http import HttpFailure
 from workers.providers.http import under_base_url as under_base_url
 from workers.providers.openai_spec import request_content, validate
 
@@ -48,11 +40,11 @@ _STATUSES: Final = {
     "failed": ProviderStatus.FAILED,
 }
 _PERMANENT_CODES: Final = {
-    "moderation_blocked": CONTENT_POLICY,
-    "insufficient_quota": INSUFFICIENT_BALANCE,  # comes as HTTP 429: waiting will not pay
-    "billing_hard_limit_reached": INSUFFICIENT_BALANCE,
-    "model_not_found": MODEL_NOT_FOUND,
-    "invalid_api_key": AUTH_FAILED,
+    "moderation_blocked": errors.CONTENT_POLICY,
+    "insufficient_quota": errors.INSUFFICIENT_BALANCE,  # comes as HTTP 429: waiting will not pay
+    "billing_hard_limit_reached": errors.INSUFFICIENT_BALANCE,
+    "model_not_found": errors.MODEL_NOT_FOUND,
+    "invalid_api_key": errors.AUTH_FAILED,
 }
 
 
@@ -66,7 +58,7 @@ def classify(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
         return PermanentError(message, code=_PERMANENT_CODES[failure.code])
     if failure.status == 409:  # the SDK retries a conflict like a 5xx
         return RetryableError(
-            message, code=PROVIDER_UNAVAILABLE, retry_after_s=failure.retry_after_s
+            message, code=errors.PROVIDER_UNAVAILABLE, retry_after_s=failure.retry_after_s
         )
     return None
 
@@ -80,107 +72,46 @@ def poll_after_s(headers: httpx.Headers) -> float | None:
     return millis / 1000 if 0 <= millis < float("inf") else None
 
 
-class OpenAIProvider:
-    """The ``openai`` adapter; shares one ``httpx.Client`` (thread-safe) across threads."""
+class OpenAIProvider(JsonAdapter):
+    """The ``openai`` adapter. ``DELETE /videos/{id}`` only deletes completed or failed videos:
+    a running one cannot be stopped, so cancel is not offered. ``GET /videos`` lists the
+    account's videos, but none carries the job id (the create call takes no metadata or client
+    reference); matching on prompt and time could adopt another job's video, so reconcile finds
+    nothing. The content endpoint needs the key (``download_needs_key``)."""
 
-    idempotent_submit: bool = False
+    validate = staticmethod(validate)
+    business = staticmethod(classify)
+    log = logger
+    poll_route = "/videos/{id}"
+    statuses = _STATUSES
+    task_noun = "video"
+    no_task_id = "submit answered HTTP 200 without a video id"
+    finish_field = "completed_at"
+    download_needs_key = True
 
-    def __init__(self, config: ProviderConfig, client: httpx.Client) -> None:
-        self.config = config
-        self._api = JsonApi(config.name, client, httpx.Timeout(config.request_timeout_s))
-
-    def validate(self, spec: JobSpec) -> None:
-        validate(spec)
-
-    def submit(self, job_id: str, spec: JobSpec, key: ApiKey) -> ProviderTask:
+    def submit_request(self, job_id: str, spec: JobSpec) -> SubmitRequest:
         """JSON without an image or with an image URL; multipart with a ``data:`` image.
 
         ``job_id`` cannot be sent: the endpoint has no request id or metadata field.
         """
-        validate(spec)
-        _, payload = self._api.call(
-            "POST",
-            f"{self.config.base_url}/videos",
-            headers=self._headers(key),
-            secret=key.secret,
-            submitting=True,
-            business=partial(classify, submitting=True),
-            **request_content(spec),
-        )
-        video_id = payload.get("id")
-        if not isinstance(video_id, str) or not video_id:
-            raise SubmitOutcomeUnknown(
-                f"{self.config.name}: submit answered HTTP 200 without a video id"
-            )
-        return ProviderTask(id=video_id)
+        return SubmitRequest("/videos", request_content(spec))
 
-    def poll(self, task: ProviderTask, key: ApiKey) -> PollResult:
-        response, payload = self._api.call(
-            "GET",
-            self._video_url(task.id),
-            headers=self._headers(key),
-            secret=key.secret,
-            submitting=False,
-            business=partial(classify, submitting=False),
-        )
-        result = self._poll_result(task, payload, key, poll_after_s(response.headers))
-        return with_finish_time(result, payload.get("completed_at"))
+    def progress(self, answer: dict[str, Any]) -> float | None:
+        progress = answer.get("progress")
+        return float(progress) if isinstance(progress, int | float) else None
 
-    def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
-        """``DELETE /videos/{id}`` only deletes completed or failed videos: a running one cannot
-        be stopped, so it keeps its slot until OpenAI finishes it."""
-        return False
+    def poll_after(self, response: httpx.Response) -> float | None:
+        return poll_after_s(response.headers)
 
-    def reconcile(self, job_id: str, key: ApiKey) -> ProviderTask | None:
-        """``GET /videos`` lists the account's videos, but none carries the job id (the create
-        call takes no metadata or client reference). Matching on prompt and time could adopt
-        another job's video, so no match is attempted."""
-        return None
+    def result_urls(self, task: ProviderTask, answer: dict[str, Any]) -> tuple[object, object]:
+        """The content endpoint, and its thumbnail variant as the cover."""
+        content = f"{self.config.base_url}{self.poll_path(task)}/content"
+        return content, f"{content}?variant=thumbnail"
 
-    def download_headers(self, url: str, key: ApiKey) -> dict[str, str]:
-        """The content endpoint needs the key; any other host must never see it."""
-        if under_base_url(url, self.config.base_url):
-            return {"Authorization": f"Bearer {key.secret}"}
-        return {}
-
-    def _headers(self, key: ApiKey) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key.secret}"}
-
-    def _video_url(self, video_id: str) -> str:
-        return f"{self.config.base_url}/videos/{quote(video_id, safe='')}"
-
-    def _poll_result(
-        self, task: ProviderTask, payload: dict[str, Any], key: ApiKey, after_s: float | None
-    ) -> PollResult:
-        name = self.config.name
-        raw = payload.get("status")
-        if not isinstance(raw, str) or not raw:
-            raise RetryableError(f"{name}: poll answer has no status", code=PROVIDER_PROTOCOL)
-        progress = payload.get("progress")
-        percent = float(progress) if isinstance(progress, int | float) else None
-        status = _STATUSES.get(raw)
-        if status is None:
-            logger.warning("%s video %s: unknown status %r, taken as running", name, task.id, raw)
-            status = ProviderStatus.RUNNING
-        if status is ProviderStatus.SUCCEEDED:
-            content = f"{self._video_url(task.id)}/content"
-            return PollResult(
-                status=status,
-                video_url=content,
-                cover_url=f"{content}?variant=thumbnail",
-                progress=percent,
-                raw_status=raw,
-            )
-        if status is ProviderStatus.FAILED:
-            code, message = _failure(payload)
-            return PollResult(
-                status=status,
-                error_code=CONTENT_POLICY if code == "moderation_blocked" else PROVIDER_FAILED,
-                error_message=redact(f"{name}: {code or 'failed'}: {message}", key.secret),
-                progress=percent,
-                raw_status=raw,
-            )
-        return PollResult(status=status, progress=percent, poll_after_s=after_s, raw_status=raw)
+    def failure(self, answer: dict[str, Any], raw: str) -> tuple[str, str]:
+        code, message = _failure(answer)
+        job_code = errors.CONTENT_POLICY if code == "moderation_blocked" else errors.PROVIDER_FAILED
+        return job_code, f"{code or 'failed'}: {message}"
 
 
 def _failure(payload: dict[str, Any]) -> tuple[str, str]:
@@ -196,5 +127,5 @@ def _failure(payload: dict[str, Any]) -> tuple[str, str]:
     )
 
 
-# The registry's entry points (workers.providers).
-ADAPTER = OpenAIProvider
+# The registry's entry point (workers.providers); typed so that mypy checks it fits the seam.
+ADAPTER: type[VideoProvider] = OpenAIProvider

@@ -10,37 +10,16 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from collections.abc import Callable
-from functools import partial
 from typing import Any, Final
-from urllib.parse import quote
 
-import httpx
-
-from config.providers import ApiKey, ProviderConfig
-from workers.domain.errors import (
-    AUTH_FAILED,
-    CONCURRENCY_LIMITED,
-    CONTENT_POLICY,
-    INSUFFICIENT_BALANCE,
-    INVALID_REQUEST,
-    MODEL_NOT_FOUND,
-    PERMISSION_DENIED,
-    PROVIDER_FAILED,
-    PROVIDER_PROTOCOL,
-    QUOTA_EXCEEDED,
-    RATE_LIMITED,
-    DuplicateSubmission,
-    PermanentError,
-    RetryableError,
-    SubmitOutcomeUnknown,
-    VidqueueError,
-)
+from config.providers import ApiKey
+from workers.domain import errors
+from workers.domain.errors import DuplicateSubmission, PermanentError, RetryableError, VidqueueError
 from workers.domain.jobs import JobSpec, ProviderStatus
-from workers.providers.base import PollResult, ProviderTask
-from workers.providers.http import HttpFailure, JsonApi, redact
-from workers.providers.jwt import Minted, TokenCache, sign_hs256
+from workers.providers.adapter import SigningAdapter, SubmitRequest
+from workers.providers.base import ProviderTask, VideoProvider
+from workers.providers.http import HttpFailure
+from workers.providers.jwt import Minted, sign_hs256
 from workers.providers.zhipu_spec import request_body, validate
 
 logger = logging.getLogger("vidqueue.providers.zhipu")
@@ -60,23 +39,23 @@ _STATUSES: Final = {
     "FAIL": ProviderStatus.FAILED,
 }
 _RETRYABLE_CODES: Final = {
-    "1302": CONCURRENCY_LIMITED,
-    "1303": RATE_LIMITED,
-    "1305": RATE_LIMITED,
-    "1312": RATE_LIMITED,
+    "1302": errors.CONCURRENCY_LIMITED,
+    "1303": errors.RATE_LIMITED,
+    "1305": errors.RATE_LIMITED,
+    "1312": errors.RATE_LIMITED,
 }
 _PERMANENT_CODES: Final = {
-    "1113": INSUFFICIENT_BALANCE,  # comes as HTTP 429, yet waiting will not pay the bill
-    "1211": MODEL_NOT_FOUND,
-    "1261": INVALID_REQUEST,  # prompt too long
-    "1301": CONTENT_POLICY,
+    "1113": errors.INSUFFICIENT_BALANCE,  # comes as HTTP 429, yet waiting will not pay the bill
+    "1211": errors.MODEL_NOT_FOUND,
+    "1261": errors.INVALID_REQUEST,  # prompt too long
+    "1301": errors.CONTENT_POLICY,
 }
 _PERMANENT_CODE_RANGES: Final = (
-    (1000, 1004, AUTH_FAILED),
-    (1100, 1121, PERMISSION_DENIED),  # the account is inactive, locked or in arrears
-    (1210, 1215, INVALID_REQUEST),
+    (1000, 1004, errors.AUTH_FAILED),
+    (1100, 1121, errors.PERMISSION_DENIED),  # the account is inactive, locked or in arrears
+    (1210, 1215, errors.INVALID_REQUEST),
 )
-_PERMANENT_STATUSES: Final = {434: PERMISSION_DENIED, 435: INVALID_REQUEST}
+_PERMANENT_STATUSES: Final = {434: errors.PERMISSION_DENIED, 435: errors.INVALID_REQUEST}
 
 
 def classify(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
@@ -86,7 +65,7 @@ def classify(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
         return DuplicateSubmission(message)
     if code == "1304":
         wait = max(failure.retry_after_s or 0.0, DAILY_LIMIT_RETRY_S)
-        return RetryableError(message, code=QUOTA_EXCEEDED, retry_after_s=wait)
+        return RetryableError(message, code=errors.QUOTA_EXCEEDED, retry_after_s=wait)
     if code in _RETRYABLE_CODES:
         return RetryableError(
             message, code=_RETRYABLE_CODES[code], retry_after_s=failure.retry_after_s
@@ -102,70 +81,35 @@ def classify(failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
     return None
 
 
-class ZhipuProvider:
-    """The ``zhipu`` adapter; shares one ``httpx.Client`` (thread-safe) across threads."""
+class ZhipuProvider(SigningAdapter):
+    """The ``zhipu`` adapter. Zhipu has no cancel endpoint (a task keeps its slot until it
+    ends), cannot look a task up by ``request_id`` (no reconcile), and its result URLs are
+    public: sending the key along with a download would only leak it."""
 
-    idempotent_submit: bool = True
+    idempotent_submit = True
+    validate = staticmethod(validate)
+    business = staticmethod(classify)
+    log = logger
+    poll_route = "/async-result/{id}"
+    statuses = _STATUSES
+    status_field = "task_status"
+    no_video = "reported SUCCESS without a video url"
+    token_refresh_s = TOKEN_REFRESH_S
 
-    def __init__(
-        self,
-        config: ProviderConfig,
-        client: httpx.Client,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.config = config
-        self._api = JsonApi(config.name, client, httpx.Timeout(config.request_timeout_s))
-        self._tokens = TokenCache(refresh_s=TOKEN_REFRESH_S, clock=clock)
+    def submit_request(self, job_id: str, spec: JobSpec) -> SubmitRequest:
+        return SubmitRequest("/videos/generations", {"json": request_body(job_id, spec)})
 
-    def validate(self, spec: JobSpec) -> None:
-        validate(spec)
-
-    def submit(self, job_id: str, spec: JobSpec, key: ApiKey) -> ProviderTask:
-        validate(spec)
-        _, payload = self._api.call(
-            "POST",
-            f"{self.config.base_url}/videos/generations",
-            headers=self._headers(key),
-            json=request_body(job_id, spec),
-            secret=key.secret,
-            submitting=True,
-            business=partial(classify, submitting=True),
-        )
+    def task_id(self, payload: dict[str, Any]) -> str | None:
+        """``id``, also when it comes as a JSON number (taken as its text)."""
         task_id = payload.get("id")
         if isinstance(task_id, int) and not isinstance(task_id, bool):
-            task_id = str(task_id)
-        if not isinstance(task_id, str) or not task_id:
-            # A 200 was sent for this request: the task may well exist, only its id is missing.
-            raise SubmitOutcomeUnknown(
-                f"{self.config.name}: submit answered HTTP 200 without a task id"
-            )
-        return ProviderTask(id=task_id)
+            return str(task_id)
+        return super().task_id(payload)
 
-    def poll(self, task: ProviderTask, key: ApiKey) -> PollResult:
-        _, payload = self._api.call(
-            "GET",
-            f"{self.config.base_url}/async-result/{quote(task.id, safe='')}",
-            headers=self._headers(key),
-            secret=key.secret,
-            submitting=False,
-            business=partial(classify, submitting=False),
-        )
-        return self._poll_result(task, payload, key)
+    def status_key(self, raw: str) -> str:
+        return raw.upper()
 
-    def cancel(self, task: ProviderTask, key: ApiKey) -> bool:
-        """Zhipu has no cancel endpoint: the task runs to its end and keeps its slot."""
-        return False
-
-    def reconcile(self, job_id: str, key: ApiKey) -> ProviderTask | None:
-        """Zhipu cannot look a task up by request_id."""
-        return None
-
-    def download_headers(self, url: str, key: ApiKey) -> dict[str, str]:
-        """Zhipu's result URLs are public: sending the key along would only leak it."""
-        return {}
-
-    def _headers(self, key: ApiKey) -> dict[str, str]:
+    def headers(self, key: ApiKey) -> dict[str, str]:
         # English error messages: they end up in job records read by producers.
         return {"Authorization": f"Bearer {self.credential(key)}", "Accept-Language": "en-US,en"}
 
@@ -187,44 +131,14 @@ class ZhipuProvider:
 
         return self._tokens.get(key.secret, mint)
 
-    def _poll_result(self, task: ProviderTask, payload: dict[str, Any], key: ApiKey) -> PollResult:
-        name = self.config.name
-        raw = payload.get("task_status")
-        if not isinstance(raw, str) or not raw:
-            raise RetryableError(f"{name}: poll answer has no task_status", code=PROVIDER_PROTOCOL)
-        status = _STATUSES.get(raw.upper())
-        if status is None:
-            logger.warning(
-                "%s task %s: unknown task_status %r, taken as running", name, task.id, raw
-            )
-            return PollResult(status=ProviderStatus.RUNNING, raw_status=raw)
-        if status is ProviderStatus.SUCCEEDED:
-            return _success(name, task, payload, raw)
-        if status is ProviderStatus.FAILED:
-            return PollResult(
-                status=status,
-                error_code=PROVIDER_FAILED,
-                error_message=redact(f"{name}: {_failure_detail(payload)}", key.secret),
-                raw_status=raw,
-            )
-        return PollResult(status=status, raw_status=raw)
+    def result_urls(self, task: ProviderTask, answer: dict[str, Any]) -> tuple[object, object]:
+        results = answer.get("video_result")
+        first = results[0] if isinstance(results, list) and results else None
+        video = first if isinstance(first, dict) else {}
+        return video.get("url"), video.get("cover_image_url")
 
-
-def _success(name: str, task: ProviderTask, payload: dict[str, Any], raw: str) -> PollResult:
-    results = payload.get("video_result")
-    first = results[0] if isinstance(results, list) and results else None
-    video = first if isinstance(first, dict) else {}
-    url, cover = video.get("url"), video.get("cover_image_url")
-    if not isinstance(url, str) or not url:
-        raise PermanentError(
-            f"{name}: task {task.id} reported SUCCESS without a video url", code=PROVIDER_PROTOCOL
-        )
-    return PollResult(
-        status=ProviderStatus.SUCCEEDED,
-        video_url=url,
-        cover_url=cover if isinstance(cover, str) and cover else None,
-        raw_status=raw,
-    )
+    def failure(self, answer: dict[str, Any], raw: str) -> tuple[str, str]:
+        return errors.PROVIDER_FAILED, _failure_detail(answer)
 
 
 def _failure_detail(payload: dict[str, Any]) -> str:
@@ -238,5 +152,5 @@ def _failure_detail(payload: dict[str, Any]) -> str:
     return "the task failed (task_status FAIL, no detail given)"
 
 
-# The registry's entry points (workers.providers).
-ADAPTER = ZhipuProvider
+# The registry's entry point (workers.providers); typed so that mypy checks it fits the seam.
+ADAPTER: type[VideoProvider] = ZhipuProvider

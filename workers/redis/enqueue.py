@@ -20,88 +20,7 @@ import redis
 
 from workers.domain.jobs import JobRecord, JobSpec, State, now_iso
 from workers.redis import keys
-
-# KEYS[1] = all-jobs zset, KEYS[2] = sequence, KEYS[3] = the producer's jobs zset,
-# KEYS[4] = the set of producer zsets, KEYS[5] = the queued state set.
-# ARGV[1] = prefix, ARGV[2] = producer, ARGV[3] = created_at, ARGV[4] = the 'created' event
-# JSON, ARGV[5] = idempotency TTL s, ARGV[6] = the jobs, a JSON array of
-# [id, priority, idempotency key name or '', fingerprint, fair-share key, provider, model, spec].
-# Job, events, waiting and fair keys are derived from the prefix (see ``workers.redis.keys``).
-# Returns {1, index, existing id, ...} for the jobs whose key was held for the same request
-# (0-based indexes; the others were created), or {0, index, holder} when a key is held for
-# another request — then nothing was written.
-CREATE: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local P = ARGV[1]
-local jobs = cjson.decode(ARGV[6])
-local out, taken, fresh = {1}, {}, {}
-for i, job in ipairs(jobs) do
-  if job[3] ~= '' then
-    local holder, mark
-    local mine = fresh[job[3]]
-    if mine then
-      holder, mark = mine[1], mine[4]
-    else
-      holder = redis.call('GET', job[3])
-      if holder then mark = redis.call('HGET', P .. ':job:' .. holder, 'fingerprint') end
-    end
-    if holder then
-      if mark ~= job[4] then return {0, i - 1, holder} end
-      taken[i] = true
-      out[#out + 1] = i - 1
-      out[#out + 1] = holder
-    else
-      fresh[job[3]] = job
-    end
-  end
-end
-local count = #jobs - (#out - 1) / 2
-if count == 0 then return out end
-local seq = redis.call('INCRBY', KEYS[2], count) - count
-local ids, queues = {}, {}
-for i, job in ipairs(jobs) do
-  if not taken[i] then
-    seq = seq + 1
-    local id, fair, provider = job[1], job[5], job[6]
-    local score = (9 - job[2]) * 1099511627776 + seq
-    local key = P .. ':job:' .. id
-    if job[3] ~= '' then redis.call('SET', job[3], id, 'EX', tonumber(ARGV[5])) end
-    redis.call('HSET', key, 'score', score, 'id', id, 'state', 'queued', 'provider', provider,
-      'model', job[7], 'spec', job[8], 'attempts', 0, 'polls', 0, 'created_at', ARGV[3],
-      'priority', job[2], 'producer', ARGV[2], 'fair', fair, 'fingerprint', job[4])
-    redis.call('RPUSH', key .. ':events', ARGV[4])
-    local waiting = P .. ':wait:' .. provider .. ':' .. fair
-    local queue = queues[waiting]
-    if not queue then
-      queue = {P .. ':fair:' .. provider, fair}
-      queues[waiting] = queue
-    end
-    queue[#queue + 1] = score
-    queue[#queue + 1] = id
-    ids[#ids + 1] = now
-    ids[#ids + 1] = id
-  end
-end
--- Members are added in chunks: unpack() has a limit on how many values it returns.
-local function add(command, key, items, step, from)
-  for first = from, #items, step * 500 do
-    redis.call(command, key, unpack(items, first, math.min(first + step * 500 - 1, #items)))
-  end
-end
-for waiting, queue in pairs(queues) do
-  add('ZADD', waiting, queue, 2, 3)
-  local head = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
-  redis.call('ZADD', queue[1], head[2], queue[2])
-end
-add('ZADD', KEYS[1], ids, 2, 1)
-add('ZADD', KEYS[3], ids, 2, 1)
-local members = {}
-for j = 2, #ids, 2 do members[#members + 1] = ids[j] end
-add('SADD', KEYS[5], members, 1, 1)
-redis.call('SADD', KEYS[4], KEYS[3])
-return out
-"""
+from workers.redis.enqueue_scripts import CREATE, CreateArgs
 
 # A new record's JSON after its spec: the same for every job of one CREATE.
 _TAIL: Final = (
@@ -188,29 +107,18 @@ class Creator:
         in the given order). With ``pipe`` the call is only queued there and returns None."""
         created_at = now_iso()
         event = json.dumps({"at": created_at, "state": State.QUEUED, "event": "created"})
-        rows = [_row(job, producer) for job in jobs]
-        argv: list[Any] = [keys.PREFIX, producer, created_at, event, keys.IDEMPOTENCY_TTL_S]
-        argv.append(json.dumps(rows, ensure_ascii=False, separators=(",", ":")))
-        script_keys = [
-            keys.all_jobs(),
-            keys.sequence(),
-            keys.by_producer(producer),
-            f"{keys.PREFIX}:producers",
-            keys.by_state(State.QUEUED),
-        ]
+        batch = CreateArgs(producer)
+        for job in jobs:
+            fair = fair_key(job.spec, producer)
+            batch.add(job.job_id, job.spec, job.spec_json, job.fingerprint, fair)
+        argv: list[Any] = [producer, created_at, event, keys.IDEMPOTENCY_TTL_S, keys.job_prefix()]
+        argv.append(json.dumps(batch.rows, ensure_ascii=False, separators=(",", ":")))
+        script_keys = batch.script_keys()
         if pipe is not None:
             self._create(keys=script_keys, args=argv, client=pipe)
             return None
         reply = self._create(keys=script_keys, args=argv)
         return _outcome(created_at, reply)
-
-
-def _row(job: NewJob, producer: str) -> list[Any]:
-    spec = job.spec
-    idem = keys.idempotency(spec.idempotency_key) if spec.idempotency_key else ""
-    fair = fair_key(spec, producer)
-    return [job.job_id, spec.priority, idem, job.fingerprint, fair, spec.provider, spec.model,
-            job.spec_json]  # fmt: skip
 
 
 def _outcome(created_at: str, reply: list[Any]) -> Created:

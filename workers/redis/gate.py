@@ -51,16 +51,16 @@ class Gate:
 
     def dispatch(self, config: ProviderConfig) -> list[Dispatched]:
         """Pop waiting jobs into every free slot of the provider's keys (round-robin)."""
-        key_ids = config.key_ids()
-        script_keys = [
-            keys.fair_queue(config.name),
-            keys.due(),
-            keys.in_flight_by_fair(config.name),
-            *(keys.gate(config.name, k) for k in key_ids),
-        ]
-        argv: list[str | int] = [keys.PREFIX, self.lease_ms, int(SUBMIT_DUE_S * 1000)]
-        argv += [config.name, len(key_ids)]
-        for key_id in key_ids:
+        name = config.name
+        script_keys = [keys.fair_queue(name), keys.due(), keys.in_flight_by_fair(name)]
+        argv: list[str | int] = [self.lease_ms, int(SUBMIT_DUE_S * 1000), keys.PRIORITY_STRIDE]
+        argv += [keys.job_prefix(), keys.waiting_prefix(name)]
+        for key_id in config.key_ids():
+            script_keys += [
+                keys.gate(name, key_id),
+                keys.effective_cap(name, key_id),
+                keys.cooling(name, key_id),
+            ]
             argv += [key_id, config.cap(key_id)]
         flat: list[bytes] = self._dispatch(keys=script_keys, args=argv)
         pairs = [x.decode() for x in flat]

@@ -12,61 +12,62 @@ from __future__ import annotations
 
 from typing import Final
 
-from workers.redis.keys import PRIORITY_STRIDE
 from workers.redis.store_scripts import NOW
 
 # Pops waiting jobs into free slots, round-robin over the provider's keys.
-# KEYS[1] = fair zset, KEYS[2] = due zset, KEYS[3] = in-flight-by-fair-key hash,
-# KEYS[4..] = one gate zset per API key.
-# ARGV[1] = prefix, ARGV[2] = lease ms, ARGV[3] = due offset ms, ARGV[4] = provider,
-# ARGV[5] = number of keys, then per key: key id, configured cap.
-# A key's cap is lowered by its effective cap ({prefix}:cap:{provider}:{key}, AIMD) and is 0
-# while the key cools down after a "concurrency too high" ({prefix}:cool:{provider}:{key}).
+# KEYS[1] = fair zset, KEYS[2] = due zset, KEYS[3] = in-flight-by-fair-key hash, then three
+# per API key: its gate zset, its effective cap (AIMD: lowers the configured cap), its
+# cool-down flag (set after a "concurrency too high": the key takes no job meanwhile).
+# ARGV[1] = lease ms, ARGV[2] = due offset ms, ARGV[3] = priority stride
+# (keys.PRIORITY_STRIDE), ARGV[4] = job-hash prefix (keys.job_prefix()), ARGV[5] = waiting-zset
+# prefix (keys.waiting_prefix(provider)) — the job ids and fair-share keys are found here —,
+# then per API key, in KEYS order: its key id, its configured cap.
 # Returns a flat list {job id, key id, ...}. Entries whose job is no longer queued are dropped.
 DISPATCH: Final = (
     NOW
-    + f"""
-local STRIDE = {PRIORITY_STRIDE}
-local base = ARGV[1] .. ':'
-local n = tonumber(ARGV[5])
-local free = {{}}
+    + """
+local fair_queue, due_key, in_flight = KEYS[1], KEYS[2], KEYS[3]
+local lease, due, stride = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local job_prefix, waiting_prefix = ARGV[4], ARGV[5]
+local n = (#ARGV - 5) / 2
+local gates, key_ids, free = {}, {}, {}
 for i = 1, n do
-  local key_id = ARGV[4 + 2 * i]
+  local gate, cap_key, cool_key = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
   local cap = tonumber(ARGV[5 + 2 * i])
-  local eff = redis.call('GET', base .. 'cap:' .. ARGV[4] .. ':' .. key_id)
+  local eff = redis.call('GET', cap_key)
   if eff then cap = math.min(cap, math.max(1, math.floor(tonumber(eff)))) end
-  if redis.call('EXISTS', base .. 'cool:' .. ARGV[4] .. ':' .. key_id) == 1 then cap = 0 end
-  free[i] = cap - redis.call('ZCARD', KEYS[3 + i])
+  if redis.call('EXISTS', cool_key) == 1 then cap = 0 end
+  gates[i], key_ids[i], free[i] = gate, ARGV[4 + 2 * i], cap - redis.call('ZCARD', gate)
 end
 
 local function next_job()
   while true do
-    local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    local top = redis.call('ZRANGE', fair_queue, 0, 0, 'WITHSCORES')
     if #top == 0 then return nil end
-    local level = math.floor(tonumber(top[2]) / STRIDE)
-    local limit = '(' .. string.format('%.0f', (level + 1) * STRIDE)
-    local cands = redis.call('ZRANGEBYSCORE', KEYS[1], top[2], limit, 'WITHSCORES',
+    local level = math.floor(tonumber(top[2]) / stride)
+    local limit = '(' .. string.format('%.0f', (level + 1) * stride)
+    local cands = redis.call('ZRANGEBYSCORE', fair_queue, top[2], limit, 'WITHSCORES',
                              'LIMIT', 0, 256)
     local best, best_load, best_score
     for j = 1, #cands, 2 do
-      local load = tonumber(redis.call('HGET', KEYS[3], cands[j]) or '0')
+      local load = tonumber(redis.call('HGET', in_flight, cands[j]) or '0')
       local score = tonumber(cands[j + 1])
       if best == nil or load < best_load or (load == best_load and score < best_score) then
         best, best_load, best_score = cands[j], load, score
       end
     end
-    local wait = base .. 'wait:' .. ARGV[4] .. ':' .. best
-    local popped = redis.call('ZPOPMIN', wait)
-    local head = redis.call('ZRANGE', wait, 0, 0, 'WITHSCORES')
-    if #head == 0 then redis.call('ZREM', KEYS[1], best)
-    else redis.call('ZADD', KEYS[1], head[2], best) end
-    if #popped > 0 and redis.call('HGET', base .. 'job:' .. popped[1], 'state') == 'queued' then
+    local waiting = waiting_prefix .. best
+    local popped = redis.call('ZPOPMIN', waiting)
+    local head = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
+    if #head == 0 then redis.call('ZREM', fair_queue, best)
+    else redis.call('ZADD', fair_queue, head[2], best) end
+    if #popped > 0 and redis.call('HGET', job_prefix .. popped[1], 'state') == 'queued' then
       return popped[1], best
     end
   end
 end
 
-local out = {{}}
+local out = {}
 local progress = true
 while progress do
   progress = false
@@ -74,14 +75,13 @@ while progress do
     if free[i] > 0 then
       local id, fair = next_job()
       if not id then return out end
-      local key_id = ARGV[4 + 2 * i]
-      redis.call('HSET', base .. 'job:' .. id, 'key_id', key_id, 'step_until', now, 'sent', now)
-      redis.call('ZADD', KEYS[3 + i], now + tonumber(ARGV[2]), id)
-      redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
-      redis.call('HINCRBY', KEYS[3], fair, 1)
+      redis.call('HSET', job_prefix .. id, 'key_id', key_ids[i], 'step_until', now, 'sent', now)
+      redis.call('ZADD', gates[i], now + lease, id)
+      redis.call('ZADD', due_key, now + due, id)
+      redis.call('HINCRBY', in_flight, fair, 1)
       free[i] = free[i] - 1
       out[#out + 1] = id
-      out[#out + 1] = key_id
+      out[#out + 1] = key_ids[i]
       progress = true
     end
   end
@@ -90,8 +90,8 @@ return out
 """
 )
 
-# Frees a slot. KEYS[1] = gate zset, KEYS[2] = job hash, KEYS[3] = in-flight-by-fair hash.
-# ARGV[1] = job id. Returns 1 if the job held the slot.
+# The release RELEASE and RECLAIM share: the job's lease leaves the gate zset, and its
+# fair-share key (the job hash's 'fair') counts one job fewer in flight.
 _RELEASE_BODY: Final = """
 local function release(gate, job, inflight, id)
   if redis.call('ZREM', gate, id) == 0 then return 0 end
@@ -102,23 +102,36 @@ local function release(gate, job, inflight, id)
   return 1
 end
 """
-RELEASE: Final = _RELEASE_BODY + "return release(KEYS[1], KEYS[2], KEYS[3], ARGV[1])\n"
+
+# Frees a slot. KEYS[1] = gate zset, KEYS[2] = job hash, KEYS[3] = in-flight-by-fair hash.
+# ARGV[1] = job id. Returns 1 if the job held the slot.
+RELEASE: Final = (
+    _RELEASE_BODY
+    + """
+local gate_key, job_key, in_flight = KEYS[1], KEYS[2], KEYS[3]
+local job_id = ARGV[1]
+return release(gate_key, job_key, in_flight, job_id)
+"""
+)
 
 # KEYS[1] = gate zset. ARGV[1] = job id, ARGV[2] = lease ms. Returns 1 if the lease was held.
 RENEW: Final = (
     NOW
     + """
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local gate_key = KEYS[1]
+local job_id, lease = ARGV[1], tonumber(ARGV[2])
+if not redis.call('ZSCORE', gate_key, job_id) then return 0 end
+redis.call('ZADD', gate_key, now + lease, job_id)
 return 1
 """
 )
 
-# KEYS[1] = gate zset. Returns the job ids whose lease expired before now.
+# KEYS[1] = gate zset. No ARGV. Returns the job ids whose lease expired before now.
 EXPIRED: Final = (
     NOW
     + """
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+local gate_key = KEYS[1]
+return redis.call('ZRANGEBYSCORE', gate_key, '-inf', now)
 """
 )
 
@@ -126,24 +139,26 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 # ARGV[4] or flagged at_provider — e.g. cancelled but still generating —, same key, before its
 # deadline) keeps its slot; anything else gives it back.
 # KEYS[1] = gate zset, KEYS[2] = job hash, KEYS[3] = in-flight-by-fair hash.
-# ARGV[1] = job id, ARGV[2] = key id, ARGV[3] = lease ms, ARGV[4] = states at the provider.
-# Returns 0 if the lease is not (or no longer) expired, 1 if renewed, 2 if released.
+# ARGV[1] = job id, ARGV[2] = key id, ARGV[3] = lease ms, ARGV[4] = states at the provider
+# (',a,b,'). Returns 0 if the lease is not (or no longer) expired, 1 if renewed, 2 if released.
 RECLAIM: Final = (
     NOW
     + _RELEASE_BODY
     + """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local gate_key, job_key, in_flight = KEYS[1], KEYS[2], KEYS[3]
+local job_id, key_id, lease, working_states = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local score = redis.call('ZSCORE', gate_key, job_id)
 if not score or tonumber(score) > now then return 0 end
-local state = redis.call('HGET', KEYS[2], 'state')
-local key_id = redis.call('HGET', KEYS[2], 'key_id')
-local deadline = tonumber(redis.call('HGET', KEYS[2], 'deadline_ms') or '0') or 0
-local working = redis.call('HGET', KEYS[2], 'at_provider') == '1'
-  or (state and string.find(ARGV[4], ',' .. state .. ',', 1, true))
-if working and key_id == ARGV[2] and (deadline == 0 or deadline > now) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+local state = redis.call('HGET', job_key, 'state')
+local holder = redis.call('HGET', job_key, 'key_id')
+local deadline = tonumber(redis.call('HGET', job_key, 'deadline_ms') or '0') or 0
+local working = redis.call('HGET', job_key, 'at_provider') == '1'
+  or (state and string.find(working_states, ',' .. state .. ',', 1, true))
+if working and holder == key_id and (deadline == 0 or deadline > now) then
+  redis.call('ZADD', gate_key, now + lease, job_id)
   return 1
 end
-release(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+release(gate_key, job_key, in_flight, job_id)
 return 2
 """
 )
@@ -152,9 +167,11 @@ return 2
 # KEYS[1] = the job's waiting zset, KEYS[2] = fair zset. ARGV[1] = job id, ARGV[2] = score,
 # ARGV[3] = fair-share key.
 REQUEUE: Final = """
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-redis.call('ZADD', KEYS[2], head[2], ARGV[3])
+local waiting, fair_queue = KEYS[1], KEYS[2]
+local job_id, score, fair = ARGV[1], ARGV[2], ARGV[3]
+redis.call('ZADD', waiting, score, job_id)
+local head = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
+redis.call('ZADD', fair_queue, head[2], fair)
 return 1
 """
 
@@ -164,10 +181,13 @@ return 1
 # ARGV[3] = cool-down ms, ARGV[4] = how long a lowered cap is remembered (s).
 # Returns the new effective cap.
 SHRINK: Final = """
-local eff = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
-eff = math.max(1, eff * tonumber(ARGV[2]))
-redis.call('SET', KEYS[1], eff, 'EX', tonumber(ARGV[4]))
-redis.call('SET', KEYS[2], 1, 'PX', tonumber(ARGV[3]))
+local cap_key, cool_key = KEYS[1], KEYS[2]
+local configured, beta = ARGV[1], tonumber(ARGV[2])
+local cool_ms, remember_s = tonumber(ARGV[3]), tonumber(ARGV[4])
+local eff = tonumber(redis.call('GET', cap_key) or configured)
+eff = math.max(1, eff * beta)
+redis.call('SET', cap_key, eff, 'EX', remember_s)
+redis.call('SET', cool_key, 1, 'PX', cool_ms)
 return tostring(eff)
 """
 
@@ -175,14 +195,16 @@ return tostring(eff)
 # cap submits), and forgets it once back at the configured cap.
 # KEYS[1] = effective cap. ARGV[1] = configured cap, ARGV[2] = TTL s. Returns the new value.
 GROW: Final = """
-local eff = redis.call('GET', KEYS[1])
-if not eff then return ARGV[1] end
+local cap_key = KEYS[1]
+local configured, remember_s = ARGV[1], tonumber(ARGV[2])
+local eff = redis.call('GET', cap_key)
+if not eff then return configured end
 eff = tonumber(eff)
 eff = eff + 1 / eff
-if eff >= tonumber(ARGV[1]) then
-  redis.call('DEL', KEYS[1])
-  return ARGV[1]
+if eff >= tonumber(configured) then
+  redis.call('DEL', cap_key)
+  return configured
 end
-redis.call('SET', KEYS[1], eff, 'EX', tonumber(ARGV[2]))
+redis.call('SET', cap_key, eff, 'EX', remember_s)
 return tostring(eff)
 """

@@ -23,6 +23,12 @@ Layout (all under ``vq:``):
 - ``vq:hist:{metric}``       hash   histogram buckets, sum and count for /metrics
 - ``vq:due``                 zset   job id → when its step is to be published (a scheduled
   step) or checked (a sent or claimed one), ms: the due pollers' list (``workers.steps.due``)
+
+This module is the only place a key name is spelled. The Lua scripts (``store_scripts``,
+``gate_scripts``, ``enqueue_scripts``, ``limiter``) get every key they can be told in advance in
+KEYS, built here. A key a script can only name once it has read an id inside Redis (a job id
+from a zset, a state from a hash) is its ``*_prefix()`` below plus that id: the prefixes come
+in ARGV, and so do the schema's numbers (``PRIORITY_STRIDE``, ``PRODUCER_INDEX_SLACK_S``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ PREFIX: Final = "vq"
 RECORD_TTL_S: Final = 14 * 24 * 3600
 EVENTS_MAX: Final = 200
 IDEMPOTENCY_TTL_S: Final = RECORD_TTL_S
+# A producer index cannot tell which of its ids expired: pruning drops the ids created this
+# long before the record TTL, surely gone by then.
+PRODUCER_INDEX_SLACK_S: Final = 7 * 24 * 3600
 
 # Waiting-set score = (9 - priority) * PRIORITY_STRIDE + sequence: higher priority first, then
 # FIFO. 2**40 sequence numbers per priority, and 10 * 2**40 < 2**53 keeps scores exact.
@@ -44,6 +53,11 @@ PRIORITY_STRIDE: Final = 2**40
 
 def job(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
+
+
+def job_prefix() -> str:
+    """``job(id) == job_prefix() + id``: for scripts that find job ids inside Redis."""
+    return job("")
 
 
 def events(job_id: str) -> str:
@@ -58,8 +72,17 @@ def by_producer(producer: str) -> str:
     return f"{PREFIX}:producer:{producer}"
 
 
+def producers() -> str:
+    return f"{PREFIX}:producers"
+
+
 def by_state(state: str) -> str:
     return f"{PREFIX}:state:{state}"
+
+
+def state_prefix() -> str:
+    """``by_state(s) == state_prefix() + s``: for scripts that read a job's state in Redis."""
+    return by_state("")
 
 
 def idempotency(key: str) -> str:
@@ -80,6 +103,12 @@ STATS_TTL_S: Final = 2 * 3600
 
 def waiting(provider: str, fair: str = DEFAULT_FAIR) -> str:
     return f"{PREFIX}:wait:{provider}:{fair}"
+
+
+def waiting_prefix(provider: str) -> str:
+    """``waiting(provider, f) == waiting_prefix(provider) + f``: for dispatch, which picks the
+    fair-share key inside Redis."""
+    return waiting(provider, "")
 
 
 def fair_queue(provider: str) -> str:

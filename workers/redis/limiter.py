@@ -18,19 +18,21 @@ from workers.domain.errors import Throttled
 from workers.redis import keys
 from workers.redis.store_scripts import NOW
 
-# KEYS[1] = bucket hash {tokens, at}. ARGV[1] = rate per second, ARGV[2] = burst.
-# Returns 0 when a token was taken, else the ms until one will be there (nothing taken).
+# KEYS[1] = bucket hash {tokens, at}. ARGV[1] = rate per second, ARGV[2] = burst (a full
+# bucket). Returns 0 when a token was taken, else the ms until one will be there (nothing
+# taken).
 TAKE: Final = (
     NOW
     + """
+local bucket = KEYS[1]
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or ARGV[2])
-local at = tonumber(redis.call('HGET', KEYS[1], 'at') or now)
+local tokens = tonumber(redis.call('HGET', bucket, 'tokens') or burst)
+local at = tonumber(redis.call('HGET', bucket, 'at') or now)
 tokens = math.min(burst, tokens + (now - at) * rate / 1000)
 local wait = 0
 if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) * 1000 / rate) end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+redis.call('HSET', bucket, 'tokens', tokens, 'at', now)
+redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
 return wait
 """
 )

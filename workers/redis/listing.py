@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from workers.domain.errors import InvalidCursor
 from workers.domain.jobs import JobRecord, State
 from workers.redis import keys
+from workers.redis.store import record_from
 
 CHUNK: Final = 200
 # Index entries looked at per page at most; a sparse filter gets a short page and a cursor.
@@ -80,40 +81,47 @@ class Position:
 
 @dataclass(frozen=True)
 class Scan:
-    """The records of one page (job hash fields), and where to continue (None = the end)."""
+    """The records of one page, and where to continue (None = the end)."""
 
-    found: list[dict[str, str]]
+    records: list[JobRecord]
     next: Position | None
+
+
+def index(producer: str | None) -> str:
+    """The listing index of ``producer``'s jobs; None: every producer's (an operator's view)."""
+    return keys.all_jobs() if producer is None else keys.by_producer(producer)
 
 
 def scan(
     client: redis.Redis,
-    index: str,
+    producer: str | None,
     *,
     limit: int,
     after: Position | str | None = None,
     ascending: bool = False,
     filters: Filters | None = None,
 ) -> Scan:
-    """Up to ``limit`` matching records of ``index`` after ``after`` (a position, or just a job
-    id, as OpenAI's ``after`` is), newest first unless ``ascending``."""
+    """Up to ``limit`` matching records of ``producer``'s jobs (None: everyone's) after
+    ``after`` (a position, or just a job id, as OpenAI's ``after`` is), newest first unless
+    ``ascending``."""
     filters = filters or Filters()
-    rank = _start(client, index, after, ascending)
-    found: list[dict[str, str]] = []
+    where = index(producer)
+    rank = _start(client, where, after, ascending)
+    found: list[JobRecord] = []
     last: Position | None = None
     looked = 0
     while looked < SCAN_BUDGET:
-        entries = _entries(client, index, rank, CHUNK, ascending)
+        entries = _entries(client, where, rank, CHUNK, ascending)
         if not entries:
             return Scan(found, None)
         for (job_id, score), fields in zip(
-            entries, records(client, [e[0] for e in entries]), strict=True
+            entries, rows(client, [e[0] for e in entries]), strict=True
         ):
             looked += 1
             if fields is not None and filters.match(fields):
                 if len(found) == limit:
                     return Scan(found, last)
-                found.append(fields)
+                found.append(record_from(fields))
             last = Position(job_id, score)
         rank += len(entries)
     return Scan(found, last)
@@ -143,7 +151,7 @@ def _entries(
     return [(member.decode(), float(score)) for member, score in raw]
 
 
-def records(client: redis.Redis, job_ids: Iterable[str]) -> list[dict[str, str] | None]:
+def rows(client: redis.Redis, job_ids: Iterable[str]) -> list[dict[str, str] | None]:
     """Each job's hash fields (None where the record is gone), in one round trip."""
     pipe = client.pipeline(transaction=False)
     for job_id in job_ids:

@@ -5,6 +5,11 @@ vidqueue: ``key_id`` (the API key holding the job's slot), ``score`` (its waitin
 ``step_until`` (the earliest moment its next step may run, ms), ``sent`` (when its step's
 message was published, ms; cleared when a worker claims it), ``deadline_ms``, the provider's
 result URLs, ``task_extra``, ``at_provider`` ("1" while the provider may be working on it).
+
+Steps never see those strings: they read a job as a typed ``JobRow`` (``row``, ``claim``) and
+write through a typed ``Change`` (``transition``); this module is where they are converted
+(``workers.domain.row``, ``workers.domain.change``). ``fields`` and ``record_from`` still serve
+the producer, which reads the hash itself.
 """
 
 from __future__ import annotations
@@ -16,7 +21,17 @@ from typing import Any, Final
 
 import redis
 
-from workers.domain.jobs import NEXT, TERMINAL, JobError, JobRecord, JobSpec, State, now_iso
+from workers.domain.change import Change, CounterName
+from workers.domain.jobs import (
+    TERMINAL,
+    JobError,
+    JobRecord,
+    JobSpec,
+    State,
+    check_transition,
+    now_iso,
+)
+from workers.domain.row import DueJob, JobRow
 from workers.redis import keys, store_scripts
 from workers.redis.enqueue import Creator, NewJob
 
@@ -37,22 +52,13 @@ def _states(states: Iterable[State]) -> str:
 
 
 @dataclass(frozen=True)
-class DueJob:
-    """A job whose step fell due: ``kind`` is ``send`` (publish it), ``resend`` (its claim
-    lapsed: publish it again) or ``check`` (sent but never claimed: lost, or still queued?)."""
-
-    job_id: str
-    kind: str
-    fields: dict[str, str]
-
-
-@dataclass(frozen=True)
 class Claim:
-    """The outcome of claiming a step: ``ok`` with the job's fields, or why not."""
+    """The outcome of claiming a step: ``ok`` with the job's row, or why not (``state``: the
+    job's current state, None for a missing job; ``row`` None)."""
 
     ok: bool
-    state: str
-    fields: dict[str, str]
+    state: State | None
+    row: JobRow | None
 
 
 class Store:
@@ -98,6 +104,11 @@ class Store:
         raw: dict[bytes, bytes] = self.redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
         return {k.decode(): v.decode() for k, v in raw.items()}
 
+    def row(self, job_id: str) -> JobRow | None:
+        """The job's row (one HGETALL), or None when there is no such job."""
+        fields = self.fields(job_id)
+        return JobRow.from_hash(fields) if fields else None
+
     def cancel_requested(self, job_id: str) -> bool:
         """Whether a cancel came while the job's submit was in flight (one HEXISTS)."""
         return bool(self.redis.hexists(keys.job(job_id), "cancel_requested"))
@@ -120,41 +131,42 @@ class Store:
         *,
         step_s: float | None = None,
         clear_step: bool = False,
-        fields: Mapping[str, str | int | float] | None = None,
-        incr: str = "",
+        change: Change | None = None,
+        incr: CounterName = "",
         event: str = "",
     ) -> bool:
-        """Compare-and-set: apply the change only if the job's state is one of ``allowed``.
+        """Compare-and-set: apply ``change`` only if the job's state is one of ``allowed``.
 
         ``to`` None keeps the state (a same-state update, e.g. the next poll's schedule).
         ``step_s`` schedules the job's next step that many seconds from now: 0 means the caller
         publishes it right away; a later step waits in the due zset until a worker's due poller
         publishes it (``workers.steps.due``). A terminal state without ``step_s`` drops the
-        schedule (with it: the webhook still to send).
+        schedule (with it: the webhook still to send). A move ``NEXT`` does not allow raises
+        ``TransitionNotAllowed`` before Redis is touched.
         """
         allowed = list(allowed)
         if to is not None:
-            bad = [s for s in allowed if s != to and to not in NEXT[s]]
-            assert not bad, f"transition {bad} -> {to} is not allowed"
+            check_transition(allowed, to)
         terminal = to in TERMINAL
-        if step_s is not None:
-            # A later step is due (published by a due poller) at its time; one published now
-            # is due for a check (was its message lost?) after the grace.
-            step_ms = max(0, int(step_s * 1000))
-            step, due = str(step_ms), str(step_ms or self.grace_ms)
-        elif terminal or clear_step:
-            step, due = "-", ""
-        else:
-            step, due = "", ""
+        step, due = self._schedule(step_s, clear=terminal or clear_step)
         entry = {"at": now_iso(), "state": str(to) if to else "", "event": event}
-        argv: list[str | int] = [keys.PREFIX, job_id, _states(allowed), str(to or ""), step, due]
-        argv += [json.dumps(entry) if (to or event) else ""]
+        argv: list[str | int] = [keys.state_prefix(), job_id, _states(allowed), str(to or "")]
+        argv += [step, due, json.dumps(entry) if (to or event) else ""]
         argv += [keys.RECORD_TTL_S if terminal else "", incr, keys.EVENTS_MAX]
-        for name, value in (fields or {}).items():
-            argv += [name, str(value)]
+        argv += change.hash_args() if change else []
         script_keys = [keys.job(job_id), keys.due(), keys.events(job_id)]
+        script_keys += [keys.by_state(to)] if to else []
         ok, _previous = self._transition(keys=script_keys, args=argv)
         return bool(ok)
+
+    def _schedule(self, step_s: float | None, *, clear: bool) -> tuple[str, str]:
+        """The step and due offsets (ms) of ``store_scripts.TRANSITION``: a later step is due
+        (published by a due poller) at its time; one published now (0) is due for a check (was
+        its message lost?) after the grace; '-' clears the schedule, '' leaves it."""
+        if step_s is not None:
+            step_ms = max(0, int(step_s * 1000))
+            return str(step_ms), str(step_ms or self.grace_ms)
+        return ("-", "") if clear else ("", "")
 
     def claim(self, job_id: str, allowed: Iterable[State], *, lease_s: float) -> Claim:
         """Take the job's current step, so that a duplicate copy of the step does nothing."""
@@ -162,20 +174,23 @@ class Store:
         argv: list[str | int] = [job_id, _states(allowed), lease_ms, lease_ms + self.grace_ms]
         argv.append(CLAIM_TOLERANCE_MS)
         ok, state, *flat = self._claim(keys=[keys.job(job_id), keys.due()], args=argv)
-        state = state.decode() if isinstance(state, bytes) else str(state)
+        state = State(state.decode()) if state else None
+        if ok != 1:
+            return Claim(False, state, None)
         pairs = [item.decode() for item in flat]
-        return Claim(ok == 1, state, dict(zip(pairs[::2], pairs[1::2], strict=True)))
+        fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        return Claim(True, state, JobRow.from_hash(fields))
 
     # -- listing -------------------------------------------------------------------------
 
     def take_due(self, limit: int = 500) -> list[DueJob]:
         """Take up to ``limit`` jobs whose step is due (``store_scripts.TAKE_DUE``), to publish."""
-        argv: list[str | int] = [keys.PREFIX, limit, self.grace_ms, *store_scripts.DUE_FIELDS]
+        argv: list[str | int] = [keys.job_prefix(), limit, self.grace_ms, *store_scripts.DUE_FIELDS]
         flat: list[bytes] = self._take_due(keys=[keys.due()], args=argv)
         items = [x.decode() for x in flat]
         width = 2 + len(store_scripts.DUE_FIELDS)
         return [
-            DueJob(
+            DueJob.from_hash(
                 items[i],
                 items[i + 1],
                 dict(zip(store_scripts.DUE_FIELDS, items[i + 2 : i + width], strict=True)),
@@ -200,8 +215,10 @@ class Store:
 
     def prune_expired(self, *, ttl_s: int = keys.RECORD_TTL_S, limit: int = 1000) -> int:
         """Drop the ids of expired records from the listing and state indexes."""
-        argv: list[str | int] = [keys.PREFIX, ttl_s * 1000, limit, *(str(s) for s in State)]
-        return int(self._prune(keys=[keys.all_jobs()], args=argv))
+        argv: list[str | int] = [keys.job_prefix(), ttl_s * 1000, limit]
+        argv.append(keys.PRODUCER_INDEX_SLACK_S * 1000)
+        script_keys = [keys.all_jobs(), keys.producers(), *(keys.by_state(s) for s in State)]
+        return int(self._prune(keys=script_keys, args=argv))
 
     def count_by_state(self) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)

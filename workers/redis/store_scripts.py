@@ -1,9 +1,11 @@
-"""The Lua scripts behind the job store (the gate's are in ``workers.redis.gate_scripts``).
+"""The Lua scripts behind the job store (the gate's are in ``workers.redis.gate_scripts``, the
+batch CREATE in ``workers.redis.enqueue_scripts``).
 
 Each script runs atomically in Redis and reads the clock with Redis ``TIME``, so every worker
-agrees on "now" whatever its own clock says. Job, state-index and event keys are derived inside
-the scripts from the prefix (ARGV), which is fine on one Redis (or Sentinel) — Celery's Redis
-broker does not support Redis Cluster anyway.
+agrees on "now" whatever its own clock says. No script spells a key: each gets the keys it can
+be told in advance in KEYS, and the prefix of those it derives from what it reads in Redis (a
+job id from the due zset, a job's current state) in ARGV, all built by ``workers.redis.keys``.
+That is fine on one Redis (or Sentinel) — Celery's Redis broker does not support Redis Cluster.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = events list.
-# ARGV[1] = prefix, ARGV[2] = job id, ARGV[3] = allowed current states (',a,b,'),
-# ARGV[4] = new state ('' = stay), ARGV[5] = step offset ms ('' = leave, '-' = clear),
-# ARGV[6] = due offset ms, ARGV[7] = event JSON ('' = none), ARGV[8] = TTL s when terminal,
-# ARGV[9] = field to increment ('' = none), ARGV[10] = events cap, ARGV[11..] = field, value
-# pairs (an empty value deletes the field).
+# KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = events list, KEYS[4] = the new state's set
+# (only with a new state).
+# ARGV[1] = state-set prefix (keys.state_prefix(): the state the job leaves is read here),
+# ARGV[2] = job id, ARGV[3] = allowed current states (',a,b,'), ARGV[4] = new state ('' = stay),
+# ARGV[5] = step offset ms ('' = leave, '-' = clear), ARGV[6] = due offset ms,
+# ARGV[7] = event JSON ('' = none), ARGV[8] = TTL s when terminal, ARGV[9] = field to increment
+# ('' = none), ARGV[10] = events cap, ARGV[11..] = field, value pairs (an empty value deletes
+# the field).
 # A step offset of 0 means the caller publishes the step's message right away: the job is
 # marked 'sent' (and due again for a check after the due offset). A later step is only
 # scheduled: the due zset holds it until a worker's due poller publishes it (workers.steps.due).
@@ -28,9 +32,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 TRANSITION: Final = (
     NOW
     + """
-local job_key, due_key, events_key = KEYS[1], KEYS[2], KEYS[3]
-local job_id, allowed, to, step, due = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local event, ttl, incr, events_max = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local job_key, due_key, events_key, to_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local state_prefix, job_id, allowed, to = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local step, due, event, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local incr, events_max = ARGV[9], ARGV[10]
 local state = redis.call('HGET', job_key, 'state')
 if not state or not string.find(allowed, ',' .. state .. ',', 1, true) then
   return {0, state or ''}
@@ -56,8 +61,8 @@ if #dels > 0 then redis.call('HDEL', job_key, unpack(dels)) end
 if #sets > 0 then redis.call('HSET', job_key, unpack(sets)) end
 if incr ~= '' then redis.call('HINCRBY', job_key, incr, 1) end
 if moved then
-  redis.call('SREM', ARGV[1] .. ':state:' .. state, job_id)
-  redis.call('SADD', ARGV[1] .. ':state:' .. to, job_id)
+  redis.call('SREM', state_prefix .. state, job_id)
+  redis.call('SADD', to_key, job_id)
   if ttl ~= '' then
     redis.call('EXPIRE', job_key, tonumber(ttl))
     redis.call('EXPIRE', events_key, tonumber(ttl))
@@ -127,20 +132,20 @@ DUE_FIELDS: Final = (
 # A job not yet 'sent' is marked sent and claimable now ('send'; 'resend' when its step's claim
 # lapsed: its worker died); one already sent but never claimed is returned for a check
 # ('check': is its message still queued, or lost?). Gone jobs leave the due zset.
-# KEYS[1] = due zset. ARGV[1] = prefix, ARGV[2] = limit, ARGV[3] = recheck ms,
-# ARGV[4..] = the fields to return (DUE_FIELDS).
+# KEYS[1] = due zset. ARGV[1] = job-hash prefix (keys.job_prefix(): the ids come from the due
+# zset), ARGV[2] = limit, ARGV[3] = recheck ms, ARGV[4..] = the fields to return (DUE_FIELDS).
 # Returns a flat list: per job, its id, the kind, then the fields' values ('' when unset).
 TAKE_DUE: Final = (
     NOW
     + """
 local due_key = KEYS[1]
-local prefix, limit, recheck = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local job_prefix, limit, recheck = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local wanted = {unpack(ARGV, 4)}
 local due = redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
 local out = {}
 for j = 1, #due, 2 do
   local id, score = due[j], tonumber(due[j + 1])
-  local job_key = prefix .. ':job:' .. id
+  local job_key = job_prefix .. id
   local values = redis.call('HMGET', job_key, unpack(wanted))
   if not values[1] then
     redis.call('ZREM', due_key, id)
@@ -183,24 +188,28 @@ return 1
 # Drops from the indexes the ids of records that expired. Only ids created more than the
 # record TTL ago can have expired, so the scan starts from the oldest and stops there.
 # (Readers of the producer indexes skip ids whose record is gone.)
-# KEYS[1] = all-jobs zset. ARGV[1] = prefix, ARGV[2] = TTL ms, ARGV[3] = limit,
-# ARGV[4..] = every state name. Returns how many ids were dropped.
+# KEYS[1] = all-jobs zset, KEYS[2] = the set of producer zsets, KEYS[3..] = every state's set.
+# ARGV[1] = job-hash prefix (keys.job_prefix(): the ids come from the all-jobs zset),
+# ARGV[2] = TTL ms, ARGV[3] = limit, ARGV[4] = how long after the TTL a producer index drops
+# an id, ms (keys.PRODUCER_INDEX_SLACK_S). Returns how many ids were dropped.
 PRUNE: Final = (
     NOW
     + """
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0,
-                       tonumber(ARGV[3]))
+local all_jobs, producers = KEYS[1], KEYS[2]
+local job_prefix, ttl = ARGV[1], tonumber(ARGV[2])
+local limit, slack = tonumber(ARGV[3]), tonumber(ARGV[4])
+local old = redis.call('ZRANGEBYSCORE', all_jobs, '-inf', now - ttl, 'LIMIT', 0, limit)
 local dropped = 0
 for _, id in ipairs(old) do
-  if redis.call('EXISTS', ARGV[1] .. ':job:' .. id) == 0 then
-    redis.call('ZREM', KEYS[1], id)
-    for i = 4, #ARGV do redis.call('SREM', ARGV[1] .. ':state:' .. ARGV[i], id) end
+  if redis.call('EXISTS', job_prefix .. id) == 0 then
+    redis.call('ZREM', all_jobs, id)
+    for i = 3, #KEYS do redis.call('SREM', KEYS[i], id) end
     dropped = dropped + 1
   end
 end
--- Producer indexes cannot be told which ids expired; trim what is surely gone (a week past).
-for _, index in ipairs(redis.call('SMEMBERS', ARGV[1] .. ':producers')) do
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', now - tonumber(ARGV[2]) - 604800000)
+-- Producer indexes cannot be told which ids expired; trim what is surely gone.
+for _, index in ipairs(redis.call('SMEMBERS', producers)) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now - ttl - slack)
 end
 return dropped
 """

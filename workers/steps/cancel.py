@@ -8,30 +8,28 @@ provider lets go.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from workers.deps import Deps
 from workers.domain.errors import VidqueueError
 from workers.domain.jobs import State
 from workers.domain.messages import Step
-from workers.providers.base import ProviderTask
-from workers.steps.endings import provider_let_go
+from workers.steps.endings import provider_let_go, provider_task
 
 log = logging.getLogger("vidqueue.cancel")
 
 
 def cancel_at_provider(job_id: str, d: Deps) -> list[Step]:
     """The worker side of a cancel: where the provider can stop the task, free its slot now."""
-    fields = d.store.fields(job_id)
-    if fields.get("state") != State.CANCELLED or fields.get("at_provider") != "1":
+    row = d.store.row(job_id)
+    if row is None or row.state != State.CANCELLED or not row.at_provider:
         return []
-    config = d.config(fields["provider"])
-    task = ProviderTask(fields["provider_task_id"], json.loads(fields.get("task_extra") or "{}"))
+    config = d.config(row.provider)
     try:
-        d.limiter.take(config, fields["key_id"])
-        freed = d.provider(config.name).cancel(task, d.key(config.name, fields["key_id"]))
+        d.limiter.take(config, row.slot_key_id)
+        key = d.key(config.name, row.slot_key_id)
+        freed = d.provider(config.name).cancel(provider_task(row), key)
     except VidqueueError as exc:
         log.warning("job %s: provider cancel failed: %s", job_id, exc.message)
         return []
-    return provider_let_go(job_id, fields, d, "cancelled at the provider") if freed else []
+    return provider_let_go(row, d, "cancelled at the provider") if freed else []

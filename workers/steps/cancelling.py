@@ -4,6 +4,9 @@ A queued job is dropped at once. A job the provider is working on is marked canc
 a worker then asks the provider to stop it (``vidqueue.cancel``: API keys live only in workers).
 Where the provider can, its slot is freed; elsewhere the job keeps its slot, polled, until the
 provider lets go — the provider still counts it.
+
+A cancel that comes while a submit is in flight only flags the job; ``honour_cancel`` is the
+one place a step checks that flag (the submit, each time it leaves ``submitting``).
 """
 
 from __future__ import annotations
@@ -11,16 +14,18 @@ from __future__ import annotations
 import logging
 
 from workers.deps import Deps
-from workers.domain.errors import CANCELLED, CancelRefused
+from workers.domain.change import Change
+from workers.domain.errors import CANCELLED, CancelRefused, JobNotFound
 from workers.domain.jobs import JobError, State
 from workers.domain.messages import Step
+from workers.domain.row import JobRow
 from workers.steps.endings import finish, release
 
 log = logging.getLogger("vidqueue.cancel")
 
 
 def cancel(job_id: str, d: Deps) -> list[Step]:
-    """Cancel a job on the producer's request. Raises ``CancelRefused`` or ``KeyError``.
+    """Cancel a job on the producer's request. Raises ``CancelRefused`` or ``JobNotFound``.
 
     A queued job is dropped at once. A job the provider is working on is cancelled at the
     provider where it can be (its slot is then freed); elsewhere it is marked cancelled and
@@ -29,36 +34,37 @@ def cancel(job_id: str, d: Deps) -> list[Step]:
     (a submit finished), the cancel is tried again on its new state.
     """
     for _ in range(5):
-        fields = d.store.fields(job_id)
-        if not fields:
-            raise KeyError(job_id)
-        state = State(fields["state"])
+        row = d.store.row(job_id)
+        if row is None:
+            raise JobNotFound(job_id)
+        state = row.state
         if state == State.CANCELLED:
             return []
         if state in (State.MIRRORING, State.SUCCEEDED, State.FAILED):
             raise CancelRefused(f"job {job_id} is {state}: too late to cancel")
-        steps = _cancel_in(state, job_id, fields, d)
-        if d.store.fields(job_id).get("state") != state or state == State.SUBMITTING:
+        steps = _cancel_in(row, d)
+        now = d.store.row(job_id)
+        if now is None or now.state != state or state == State.SUBMITTING:
             return steps
     raise CancelRefused(f"job {job_id} kept changing state: try again")
 
 
-def _cancel_in(state: State, job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:
-    if state == State.QUEUED:
-        return _cancel_queued(job_id, fields, d)
-    if state == State.SUBMITTING:
+def _cancel_in(row: JobRow, d: Deps) -> list[Step]:
+    if row.state == State.QUEUED:
+        return _cancel_queued(row, d)
+    if row.state == State.SUBMITTING:
         # The submit in flight finishes first; it sees this flag and cancels right after.
         flagged = d.store.transition(
-            job_id,
+            row.id,
             (State.SUBMITTING,),
             None,
-            fields={"cancel_requested": "1"},
+            change=Change(cancel_requested=True),
             event="cancel requested",
         )
-        return [] if flagged else cancel(job_id, d)
-    if state == State.SUBMIT_UNKNOWN:
-        return _cancelled(job_id, (State.SUBMIT_UNKNOWN,), fields, d, at_provider=True)
-    return cancel_running(job_id, d)
+        return [] if flagged else cancel(row.id, d)
+    if row.state == State.SUBMIT_UNKNOWN:
+        return _cancelled(row, (State.SUBMIT_UNKNOWN,), d, at_provider=True)
+    return cancel_running(row.id, d)
 
 
 def honour_cancel(job_id: str, d: Deps) -> list[Step]:
@@ -68,12 +74,13 @@ def honour_cancel(job_id: str, d: Deps) -> list[Step]:
     return []
 
 
-def _cancel_queued(job_id: str, fields: dict[str, str], d: Deps) -> list[Step]:
-    steps = _cancelled(job_id, (State.QUEUED,), fields, d, at_provider=False)
-    d.gate.unqueue(fields["provider"], fields["fair"], job_id)
-    held = d.store.fields(job_id).get("key_id")
-    if held:
-        steps += release({**fields, "key_id": held}, d)
+def _cancel_queued(row: JobRow, d: Deps) -> list[Step]:
+    steps = _cancelled(row, (State.QUEUED,), d, at_provider=False)
+    d.gate.unqueue(row.provider, row.fair, row.id)
+    # Dispatch may have given the job a slot since it was read: free the one it holds now.
+    held = d.store.row(row.id)
+    if held is not None and held.key_id:
+        steps += release(held, d)
     return steps
 
 
@@ -81,19 +88,21 @@ def cancel_running(job_id: str, d: Deps) -> list[Step]:
     """Mark a running job cancelled at once; a worker then asks the provider to stop it
     (``vidqueue.cancel``: API keys live only in workers). Until the provider lets go, the job
     keeps its slot and its poll chain."""
-    fields = d.store.fields(job_id)
-    steps = _cancelled(job_id, (State.RUNNING,), fields, d, at_provider=True)
+    row = d.store.row(job_id)
+    if row is None:
+        raise JobNotFound(job_id)
+    steps = _cancelled(row, (State.RUNNING,), d, at_provider=True)
     return [*steps, Step("cancel", job_id)] if steps else []
 
 
 def _cancelled(
-    job_id: str, allowed: tuple[State, ...], fields: dict[str, str], d: Deps, *, at_provider: bool
+    row: JobRow, allowed: tuple[State, ...], d: Deps, *, at_provider: bool
 ) -> list[Step]:
     """Mark the job cancelled. One the provider still counts keeps its slot: with a task id
     it is polled until the provider lets go; without one (submit_unknown) its lease is kept
     until the job's deadline by the sweep."""
     error = JobError(code=CANCELLED, message="cancelled by the producer")
-    steps = finish(job_id, allowed, State.CANCELLED, error, fields, d, at_provider=at_provider)
-    if at_provider and fields.get("provider_task_id"):
-        steps.append(Step("poll", job_id))
+    steps = finish(row, allowed, State.CANCELLED, error, d, at_provider=at_provider)
+    if at_provider and row.provider_task_id:
+        steps.append(Step("poll", row.id))
     return steps

@@ -36,10 +36,11 @@ import redis
 from config.names import QUEUES, StepName
 from workers.deps import Deps
 from workers.domain import schedule
+from workers.domain.change import Change
 from workers.domain.jobs import State, parse_iso
 from workers.domain.messages import SENT_HEADER, Step, send
+from workers.domain.row import DueJob, Notify
 from workers.redis import keys
-from workers.redis.store import DueJob
 
 log = logging.getLogger("vidqueue.due")
 
@@ -63,17 +64,16 @@ STEP_OF: Final[dict[State, StepName]] = {
 }
 
 
-def step_for(fields: dict[str, str]) -> StepName | None:
+def step_for(job: DueJob) -> StepName | None:
     """The step a due job is waiting for, or None if it waits for nothing."""
-    state = State(fields["state"])
-    if state in STEP_OF:
-        if STEP_OF[state] == "submit" and not fields.get("key_id"):
+    if job.state in STEP_OF:
+        if STEP_OF[job.state] == "submit" and not job.key_id:
             return None
-        return STEP_OF[state]
-    if state == State.CANCELLED and fields.get("at_provider") == "1":
+        return STEP_OF[job.state]
+    if job.state == State.CANCELLED and job.at_provider:
         # Polled until the provider lets go; without a task id the lease waits for the deadline.
-        return "poll" if fields.get("provider_task_id") else None
-    return "notify" if fields.get("notify") == "pending" else None
+        return "poll" if job.provider_task_id else None
+    return "notify" if job.notify == Notify.PENDING else None
 
 
 class QueueTails:
@@ -122,42 +122,45 @@ def due_steps(d: Deps, limit: int = BATCH) -> tuple[int, list[Step]]:
 
 
 def _step_of(job: DueJob, tails: QueueTails, d: Deps) -> Step | None:
-    fields = {**job.fields, "id": job.job_id}
-    state = State(fields["state"])
-    if state == State.SUBMIT_UNKNOWN:
-        _give_up_slot(job.job_id, fields, d)
+    if job.state == State.SUBMIT_UNKNOWN:
+        _give_up_slot(job, d)
         return None
-    step = step_for(fields)
+    step = step_for(job)
     if step is None:
-        d.store.transition(job.job_id, (state,), None, clear_step=True)
+        d.store.transition(job.job_id, (job.state,), None, clear_step=True)
         return None
     if job.kind == "check":
-        if tails.may_hold(step, int(fields["sent"])):
+        # A check is only ever due for a step marked sent (TAKE_DUE): ``sent_ms`` is set.
+        if tails.may_hold(step, job.sent_ms or 0):
             return None
-        if not d.store.mark_resent(job.job_id, state, step):
+        if not d.store.mark_resent(job.job_id, job.state, step):
             return None
         log.info("job %s: its %s message was lost; re-sent", job.job_id, step)
     elif job.kind == "resend":
         log.info("job %s: the worker running its %s stopped; re-sent", job.job_id, step)
         d.store.note(job.job_id, f"re-sent {step}: its worker stopped")
-    return Step(step, job.job_id, priority=_urgency(step, fields, d))
+    return Step(step, job.job_id, priority=_urgency(step, job, d))
 
 
-def _urgency(step: StepName, fields: dict[str, str], d: Deps) -> int | None:
+def _urgency(step: StepName, job: DueJob, d: Deps) -> int | None:
     """A mirror keeps its place by URL expiry; other steps need no priority."""
     if step != "mirror":
         return None
-    seen = fields.get("provider_finished_at")
+    seen = job.provider_finished_at
     finished_at = parse_iso(seen).timestamp() if seen else None
-    return schedule.mirror_priority(d.config(fields["provider"]).result_url_ttl_s, finished_at)
+    return schedule.mirror_priority(d.config(job.provider).result_url_ttl_s, finished_at)
 
 
-def _give_up_slot(job_id: str, fields: dict[str, str], d: Deps) -> None:
+def _give_up_slot(job: DueJob, d: Deps) -> None:
     """A submit_unknown job past its provider deadline no longer counts at the provider."""
-    if fields.get("key_id"):
-        d.gate.release(fields["provider"], fields["key_id"], job_id)
+    if job.key_id:
+        d.gate.release(job.provider, job.key_id, job.job_id)
     d.store.transition(
-        job_id, (State.SUBMIT_UNKNOWN,), None, clear_step=True, fields={"at_provider": ""}
+        job.job_id,
+        (State.SUBMIT_UNKNOWN,),
+        None,
+        clear_step=True,
+        change=Change(at_provider=False),
     )
 
 

@@ -7,25 +7,20 @@ finds its link expired asks the provider once for a fresh link before giving up 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Final
 
 from workers.deps import Deps
-from workers.domain import schedule
-from workers.domain.errors import (
-    MIRROR_FAILED,
-    RESULT_URL_EXPIRED,
-    PermanentError,
-    ResultUrlExpired,
-    RetryableError,
-)
+from workers.domain import retry
+from workers.domain.change import Change
+from workers.domain.errors import MIRROR_FAILED, PermanentError, ResultUrlExpired, RetryableError
 from workers.domain.jobs import ProviderStatus, State, parse_iso
 from workers.domain.messages import Step
+from workers.domain.row import JobRow
 from workers.io.stream import heartbeats, mirror_url
-from workers.providers.base import ProviderTask
-from workers.steps.endings import fail, finish
+from workers.steps.endings import fail, finish, provider_task
 
 log = logging.getLogger("vidqueue.mirror")
 
@@ -34,61 +29,55 @@ log = logging.getLogger("vidqueue.mirror")
 # poller about MIRROR_LEASE_S + the grace later, long before URLs expire.
 MIRROR_LEASE_S: Final = 30.0
 HEARTBEAT_S: Final = 5.0
-MAX_MIRROR_ATTEMPTS: Final = 20
 
 
 def mirror(job_id: str, d: Deps) -> list[Step]:
     claim = d.store.claim(job_id, (State.MIRRORING,), lease_s=MIRROR_LEASE_S)
-    if not claim.ok:
+    row = claim.row
+    if row is None:
         return []
-    fields = dict(claim.fields)
     try:
         # The beats stop before any outcome below is written (a late one would move the retry).
         with heartbeats(lambda: _still_mirroring(job_id, d), HEARTBEAT_S):
-            result = _copy_or_refresh(job_id, fields, d)
-    except ResultUrlExpired as exc:
-        exc.code = RESULT_URL_EXPIRED
-        return fail(job_id, (State.MIRRORING,), exc, fields, d)
+            result = _copy_or_refresh(row, d)
     except RetryableError as exc:
-        return _mirror_later(job_id, fields, exc, d)
-    except PermanentError as exc:
-        return fail(job_id, (State.MIRRORING,), exc, fields, d)
-    extra = {"result": json.dumps(result)}
-    steps = finish(job_id, (State.MIRRORING,), State.SUCCEEDED, None, fields, d, extra=extra)
-    if fields.get("provider_finished_at"):
-        since = time.time() - parse_iso(fields["provider_finished_at"]).timestamp()
+        return _mirror_later(row, exc, d)
+    except (ResultUrlExpired, PermanentError) as exc:
+        return fail(row, (State.MIRRORING,), exc, d)
+    change = Change(result=result)
+    steps = finish(row, (State.MIRRORING,), State.SUCCEEDED, None, d, change=change)
+    if row.provider_finished_at:
+        since = time.time() - parse_iso(row.provider_finished_at).timestamp()
         d.stats.observe("mirror", since)
     return steps
 
 
-def _copy_or_refresh(job_id: str, fields: dict[str, str], d: Deps) -> dict[str, Any]:
-    """Copy the result; on an expired link, once more from a fresh one (``fields`` updated)."""
+def _copy_or_refresh(row: JobRow, d: Deps) -> dict[str, Any]:
+    """Copy the result; on an expired link, once more from a fresh one."""
     try:
-        return _copy(job_id, fields, d)
+        return _copy(row, d)
     except ResultUrlExpired:
-        fields.update(_refresh_urls(job_id, fields, d))
-        return _copy(job_id, fields, d)
+        return _copy(_refresh_urls(row, d), d)
 
 
-def _copy(job_id: str, fields: dict[str, str], d: Deps) -> dict[str, Any]:
-    provider = d.provider(fields["provider"])
-    key = d.key(fields["provider"], fields["key_id"])
+def _copy(row: JobRow, d: Deps) -> dict[str, Any]:
+    provider = d.provider(row.provider)
+    key = d.key(row.provider, row.slot_key_id)
     d.storage.ensure_bucket()
     result: dict[str, Any] = {}
-    for what in ("video", "cover"):
-        url = fields.get(f"{what}_url")
+    for what, url in (("video", row.video_url), ("cover", row.cover_url)):
         if not url:
             continue
         headers = provider.download_headers(url, key)
         if headers:  # the provider's own API serves the file: it counts against its rate
-            d.limiter.take(d.config(fields["provider"]), key.id)
-            d.stats.count(fields["provider"], key.id, "download")
+            d.limiter.take(d.config(row.provider), key.id)
+            d.stats.count(row.provider, key.id, "download")
         stored = mirror_url(
             d.http,
             d.storage,
             url=url,
             headers=headers,
-            job_id=job_id,
+            job_id=row.id,
             what=what,
         )
         result[what] = {**stored.as_dict(), "url": d.storage.presign(stored.key)}
@@ -103,32 +92,31 @@ def _still_mirroring(job_id: str, d: Deps) -> None:
     d.store.transition(job_id, (State.MIRRORING,), None, step_s=MIRROR_LEASE_S)
 
 
-def _refresh_urls(job_id: str, fields: dict[str, str], d: Deps) -> dict[str, str]:
-    """Ask the provider again for the result: some hand out a fresh link on every query."""
-    provider = d.provider(fields["provider"])
-    task = ProviderTask(fields["provider_task_id"], json.loads(fields.get("task_extra") or "{}"))
-    d.limiter.take(d.config(fields["provider"]), fields["key_id"])
-    answer = provider.poll(task, d.key(fields["provider"], fields["key_id"]))
-    fresh = {"video_url": answer.video_url or "", "cover_url": answer.cover_url or ""}
+def _refresh_urls(row: JobRow, d: Deps) -> JobRow:
+    """Ask the provider again for the result (some hand out a fresh link on every query): the
+    row with the fresh links, which are stored too."""
+    d.limiter.take(d.config(row.provider), row.slot_key_id)
+    answer = d.provider(row.provider).poll(provider_task(row), d.key(row.provider, row.slot_key_id))
     if answer.status != ProviderStatus.SUCCEEDED or not answer.video_url:
         raise ResultUrlExpired("the provider has no fresh link for the result")
-    if fresh["video_url"] == fields.get("video_url"):
+    if answer.video_url == row.video_url:
         raise ResultUrlExpired("the provider hands out the same, expired link")
-    d.store.transition(job_id, (State.MIRRORING,), None, fields=fresh, event="fresh result URL")
-    return {**fields, **fresh}
+    fresh = Change(video_url=answer.video_url, cover_url=answer.cover_url)
+    d.store.transition(row.id, (State.MIRRORING,), None, change=fresh, event="fresh result URL")
+    return replace(row, video_url=answer.video_url, cover_url=answer.cover_url or None)
 
 
-def _mirror_later(job_id: str, fields: dict[str, str], exc: RetryableError, d: Deps) -> list[Step]:
-    attempts = int(fields.get("mirror_attempts", "0")) + 1
-    if attempts >= MAX_MIRROR_ATTEMPTS:
-        return fail(job_id, (State.MIRRORING,), exc, fields, d)
-    countdown = exc.retry_after_s or schedule.retry_backoff(attempts)
+def _mirror_later(row: JobRow, exc: RetryableError, d: Deps) -> list[Step]:
+    attempts = row.mirror_attempts + 1
+    if retry.MIRROR.exhausted(attempts):
+        return fail(row, (State.MIRRORING,), exc, d)
+    countdown = retry.MIRROR.delay(attempts, exc.retry_after_s)
     moved = d.store.transition(
-        job_id,
+        row.id,
         (State.MIRRORING,),
         None,
         step_s=countdown,
         incr="mirror_attempts",
         event=f"mirror retry in {countdown:.1f}s: {exc.message}",
     )
-    return [Step("mirror", job_id, countdown)] if moved else []
+    return [Step("mirror", row.id, countdown)] if moved else []

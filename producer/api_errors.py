@@ -1,0 +1,161 @@
+"""The HTTP API's one mapping from errors to answers, and the two shapes an answer takes.
+
+Routes raise; none builds an error response. ``RULES`` says, per error class, the status that
+answers it, its code, message and field: every route shares it. Two surfaces, told apart by
+path, answer some errors differently (``OPENAI``, ``UPLOADS``): the OpenAI facade
+(``/v1/videos``) answers bad input with 400s naming OpenAI's parameters, in OpenAI's error body;
+the upload route's one input is its ``file``. An error is answered by the rule of the nearest
+class in its MRO, so ``JobNotFound`` (also a ``KeyError``) is a 404 while a bug's plain
+``KeyError`` falls through to ``Exception``: a 500, logged with its traceback.
+
+The contract (docs/design.md §6): bad input is a 4xx naming the field; an unknown id — or
+another producer's — is a 404; Redis or S3 trouble is a 503; a 500 only for a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from producer import openai_videos, web
+from producer.validation import UploadTooLarge
+from producer.web import ApiError
+from workers.domain.errors import (
+    CancelRefused,
+    ConfigError,
+    IdempotencyConflict,
+    InvalidCursor,
+    InvalidSpec,
+    JobNotFound,
+    PermanentError,
+    RetryableError,
+    VidqueueError,
+)
+from workers.redis import records
+
+log = logging.getLogger("vidqueue.api")
+
+Surface = Literal["jobs", "uploads", "openai"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What an error becomes on the wire; fixed when made."""
+
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+
+
+Rule = Callable[[Any], Answer]
+
+_HTTP_CODES: Final = {404: "not_found", 405: "method_not_allowed"}
+_STORAGE_DOWN: Final = Answer(503, "unavailable", "storage is unavailable; try again")
+_STORE_DOWN: Final = Answer(503, "unavailable", "the job store is unavailable; try again")
+_BUG: Final = Answer(500, "internal_error", "an internal error; it was logged")
+
+
+def _problem(exc: RequestValidationError) -> tuple[str, str | None]:
+    """The first problem FastAPI found in a request: its message, and the field it names."""
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+    return str(first.get("msg")), where or None
+
+
+# error class → its answer, on every route unless a surface below says otherwise.
+RULES: Final[dict[type[Exception], Rule]] = {
+    ApiError: lambda e: Answer(e.status, e.code, e.message, e.field),
+    RequestValidationError: lambda e: Answer(422, "invalid_request", *_problem(e)),
+    StarletteHTTPException: lambda e: Answer(
+        e.status_code, _HTTP_CODES.get(e.status_code, "http_error"), str(e.detail)
+    ),
+    JobNotFound: lambda e: Answer(404, e.code, e.message, "id"),
+    InvalidSpec: lambda e: Answer(422, e.code, e.message, e.field),
+    IdempotencyConflict: lambda e: Answer(409, e.code, e.message, e.field),
+    CancelRefused: lambda e: Answer(409, e.code, e.message),
+    InvalidCursor: lambda e: Answer(400, e.code, e.message, "cursor"),
+    ConfigError: lambda e: Answer(503, e.code, e.message),
+    RetryableError: lambda _: _STORAGE_DOWN,
+    PermanentError: lambda _: _STORAGE_DOWN,
+    records.StoreUnavailable: lambda _: _STORE_DOWN,
+    Exception: lambda _: _BUG,
+}
+
+# Where the OpenAI facade answers differently: 400 for bad input, OpenAI's parameter names.
+OPENAI: Final[dict[type[Exception], Rule]] = {
+    RequestValidationError: lambda e: Answer(400, "invalid_request", *_problem(e)),
+    JobNotFound: lambda e: Answer(404, e.code, f"No video found with id {e.job_id!r}", "video_id"),
+    InvalidSpec: lambda e: Answer(400, e.code, e.message, openai_videos.param(e.field)),
+    InvalidCursor: lambda e: Answer(400, e.code, e.message, "after"),
+}
+
+# Where the upload route answers differently: its one input is the ``file``.
+UPLOADS: Final[dict[type[Exception], Rule]] = {
+    UploadTooLarge: lambda e: Answer(413, e.code, e.message, "file"),
+    InvalidSpec: lambda e: Answer(422, e.code, e.message, "file"),
+}
+
+SURFACES: Final[dict[Surface, dict[type[Exception], Rule]]] = {
+    "jobs": {},
+    "openai": OPENAI,
+    "uploads": UPLOADS,
+}
+
+
+def surface(path: str) -> Surface:
+    """Which surface a request path is on."""
+    if path.startswith(web.OPENAI_PREFIX):
+        return "openai"
+    return "uploads" if path == web.UPLOADS_PATH else "jobs"
+
+
+def answer(exc: Exception, where: Surface = "jobs") -> Answer:
+    """The answer to ``exc`` on surface ``where``: the rule of the nearest class in its MRO,
+    the surface's own before the shared one."""
+    own = SURFACES[where]
+    for kind in type(exc).__mro__:
+        rule = own.get(kind) or RULES.get(kind)
+        if rule is not None:
+            return rule(exc)
+    return _BUG
+
+
+def render(found: Answer, where: Surface) -> JSONResponse:
+    """The answer as a JSON body: OpenAI's shape on the facade, vidqueue's elsewhere."""
+    if where == "openai":
+        kind = "server_error" if found.status >= 500 else "invalid_request_error"
+        if found.status == 429:
+            kind = "rate_limit_error"
+        body = {"message": found.message, "type": kind, "param": found.field, "code": found.code}
+        return JSONResponse({"error": body}, status_code=found.status)
+    error: dict[str, Any] = {"code": found.code, "message": found.message}
+    if found.field:
+        error["field"] = found.field
+    return JSONResponse({"error": error}, status_code=found.status)
+
+
+async def handle(request: Request, exc: Exception) -> JSONResponse:
+    """Every exception handler: answer by the tables; log what is the server's fault."""
+    where = surface(request.url.path)
+    found = answer(exc, where)
+    if found.status >= 500:
+        detail = exc.message if isinstance(exc, VidqueueError) else type(exc).__name__
+        trace = exc if found is _BUG else None
+        log.error(
+            "%s %s: %s (%s)", request.method, request.url.path, found.code, detail, exc_info=trace
+        )
+    return render(found, where)
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error class the tables name with ``handle``."""
+    for kind in {*RULES, *OPENAI, *UPLOADS}:
+        app.add_exception_handler(kind, handle)

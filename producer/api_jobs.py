@@ -1,0 +1,161 @@
+"""The ``/v1/jobs`` routes: create (one, or a batch), list, read, cancel, timeline, files.
+
+Each bearer token is a producer identity: a producer sees, cancels and downloads only its own
+jobs. Routes raise; ``producer.api_errors`` answers (an unknown id — or another producer's —
+is ``JobNotFound``: a 404).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from producer import web
+from producer.dispatches import Dispatches
+from producer.web import ApiError, Producer, client, producer_identity
+from workers.domain.jobs import JobRecord, JobSpec, State
+from workers.redis import listing
+
+router = APIRouter()
+
+_CREATE_HEADERS: Final = ("authorization", "idempotency-key")
+_SPEC: Final = {"application/json": {"schema": JobSpec.model_json_schema()}}
+_SPEC_BODY: Final = web.openapi_body(_SPEC, *_CREATE_HEADERS)
+_JOBS: Final = {"type": "array", "maxItems": 1000, "items": {"type": "object"}}
+_BATCH: Final = {"type": "object", "required": ["jobs"], "properties": {"jobs": _JOBS}}
+_BATCH_BODY: Final = web.openapi_body({"application/json": {"schema": _BATCH}}, *_CREATE_HEADERS)
+_TWO_KEYS: Final = "the Idempotency-Key header and the spec's idempotency_key differ"
+
+
+class JobList(BaseModel):
+    jobs: list[JobRecord]
+
+
+class Timeline(BaseModel):
+    id: str
+    events: list[dict[str, Any]]
+
+
+def _caller(request: Request) -> tuple[str, str | None]:
+    """The producer (see ``producer_identity``) and the ``Idempotency-Key``, read directly:
+    the create routes are the hot path, and FastAPI's parameter machinery costs more than
+    these two lookups."""
+    headers = request.headers
+    return producer_identity(headers.get("authorization")), headers.get("idempotency-key")
+
+
+@router.post("/v1/jobs", status_code=202, response_model=JobRecord, openapi_extra=_SPEC_BODY)
+async def create_job(request: Request) -> Response:
+    """Enqueue one job. The ``Idempotency-Key`` header makes a retried POST return the same
+    job; the same key with a different spec is a 409."""
+    producer, idempotency_key = _caller(request)
+    spec = await web.json_object(request)
+    if idempotency_key:
+        if spec.get("idempotency_key") not in (None, idempotency_key):
+            raise ApiError(400, "invalid_request", _TWO_KEYS, "idempotency_key")
+        spec["idempotency_key"] = idempotency_key
+    accept = partial(client().accept, [spec], producer=producer, one=True, dispatch=False)
+    # Checking an image or a callback URL may take I/O (S3, DNS): that is done in a thread.
+    # Otherwise accepting is one short Redis call, made on the event loop (no thread hops).
+    inline = not (spec.get("image") or spec.get("callback_url"))
+    accepted = accept() if inline else await run_in_threadpool(accept)
+    return _accepted(accepted.json()[0], accepted.providers)
+
+
+@router.post("/v1/jobs/batch", status_code=202, response_model=JobList, openapi_extra=_BATCH_BODY)
+async def create_jobs(request: Request) -> Response:
+    """Enqueue up to 1,000 jobs, all or none: every spec is validated first (a bad one is a
+    422 naming ``jobs.{index}.{field}``), then all are created by one Redis script call. With
+    ``Idempotency-Key``, job *i* gets the key ``{key}:{i}``: a retried batch is the same jobs."""
+    producer, idempotency_key = _caller(request)
+    body = await web.json_object(request, web.MAX_BATCH_BODY)
+    specs = body.get("jobs")
+    if not isinstance(specs, list):
+        raise ApiError(422, "invalid_request", "must be a list of job specs", "jobs")
+    unknown = sorted(set(body) - {"jobs"})
+    if unknown:
+        raise ApiError(422, "invalid_request", "unknown field", unknown[0])
+    accepted = await run_in_threadpool(
+        client().accept, specs, producer=producer, idempotency_key=idempotency_key, dispatch=False
+    )
+    return _accepted('{"jobs":[' + ",".join(accepted.json()) + "]}", accepted.providers)
+
+
+def _accepted(text: str, providers: list[str]) -> Response:
+    """A 202 with records rendered once, from what was stored (see ``Accepted.json``): the
+    same JSON as the response model gives, without validating it again. The providers' free
+    slots are filled right after the answer is sent."""
+    dispatch = BackgroundTask(_dispatches.soon, providers)
+    return Response(text.encode(), 202, media_type="application/json", background=dispatch)
+
+
+# Fills providers' free slots after enqueues (coalesced: see ``Dispatches``).
+_dispatches: Final = Dispatches(lambda providers: client().dispatch(providers))
+
+
+@router.get("/v1/jobs", response_model=listing.JobPage)
+def list_jobs(
+    producer: Producer,
+    state: State | None = None,
+    provider: Annotated[str | None, Query(max_length=64)] = None,
+    label: Annotated[list[str] | None, Query(description="key:value; repeat to AND")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> listing.JobPage:
+    """Your jobs, newest first. Follow ``next_cursor`` until it is null (a page may be short
+    while more remain, when filters match few jobs)."""
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise ApiError(422, "invalid_request", f"expected key:value, got {item!r}", "label")
+        labels[key] = value
+    return client().list(
+        state=state, provider=provider, labels=labels, limit=limit, cursor=cursor, producer=producer
+    )
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobRecord)
+def get_job(job_id: str, producer: Producer) -> JobRecord:
+    return client().read(job_id, producer=producer)
+
+
+@router.delete("/v1/jobs/{job_id}", response_model=JobRecord)
+def cancel_job(job_id: str, producer: Producer) -> JobRecord:
+    """Cancel: a queued job at once; a running one at the provider where it can be (elsewhere it
+    keeps its slot until the provider finishes). 409 ``cannot_cancel`` once mirroring/finished."""
+    return client().cancel(job_id, producer=producer)
+
+
+@router.get("/v1/jobs/{job_id}/events", response_model=Timeline)
+def job_events(job_id: str, producer: Producer) -> Timeline:
+    """The job's timeline: each transition and attempt, with its UTC timestamp."""
+    return Timeline(id=job_id, events=client().events(job_id, producer=producer))
+
+
+@router.get("/v1/jobs/{job_id}/video", status_code=302, response_class=RedirectResponse)
+def job_video(job_id: str, producer: Producer) -> RedirectResponse:
+    """302 to a fresh presigned URL of the mirrored video."""
+    return _redirect(job_id, producer, "video")
+
+
+@router.get("/v1/jobs/{job_id}/cover", status_code=302, response_class=RedirectResponse)
+def job_cover(job_id: str, producer: Producer) -> RedirectResponse:
+    """302 to a fresh presigned URL of the mirrored cover image."""
+    return _redirect(job_id, producer, "cover")
+
+
+def _redirect(job_id: str, producer: str, what: Literal["video", "cover"]) -> RedirectResponse:
+    record = client().read(job_id, producer=producer)
+    if record.state != State.SUCCEEDED:
+        raise ApiError(409, "not_ready", f"job {job_id} is {record.state}: nothing mirrored yet")
+    item = (record.result or {}).get(what)
+    if item is None:
+        raise ApiError(404, "not_found", f"job {job_id} has no {what}")
+    return RedirectResponse(item["url"], status_code=302)

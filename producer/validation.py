@@ -1,0 +1,117 @@
+"""What a job spec must pass before it is accepted: its shape, a configured provider and that
+provider's model rules, a public callback URL, and uploaded images that are the producer's own.
+
+Every refusal is an ``InvalidSpec`` naming the field, raised before anything is written or sent
+to a provider; so is anything odd an adapter raises on strange input (it is logged: a spec
+must never become a server error).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from config.providers import Catalogue
+from config.settings import Settings
+from workers.domain.errors import ConfigError, InvalidSpec, PermanentError
+from workers.domain.jobs import JobSpec
+from workers.io import uploads, webhooks
+from workers.io.storage import Storage
+from workers.providers import validator
+
+log = logging.getLogger("vidqueue.client")
+
+Check = Callable[[JobSpec], None]
+
+
+def parse_spec(data: Mapping[str, Any]) -> JobSpec:
+    """Validate a spec's shape; the error names the first offending field."""
+    try:
+        return JobSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or _field_of_model_error(first["msg"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise InvalidSpec(where, message) from None
+
+
+def _field_of_model_error(message: str) -> str:
+    return "prompt" if "prompt" in message else "spec"
+
+
+class Adapters:
+    """Each provider's name and spec check (its adapter's rules), looked up once."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+        self._found: dict[str, tuple[str, Check]] = {}
+
+    def get(self, provider: str) -> tuple[str, Check]:
+        found = self._found.get(provider)
+        if found is None:
+            try:
+                config = self.catalogue.get(provider)
+            except ConfigError:
+                known = ", ".join(sorted(self.catalogue.providers))
+                raise InvalidSpec(
+                    "provider", f"unknown provider {provider!r}; configured: {known}"
+                ) from None
+            found = self._found[provider] = (config.name, validator(config))
+        return found
+
+
+def adapter_checks(provider: str, check: Check, spec: JobSpec) -> None:
+    """The adapter's model rules. Whatever else an adapter raises on odd input is still the
+    input's fault: it becomes ``InvalidSpec`` (and is logged), never a server error."""
+    try:
+        check(spec)
+    except InvalidSpec:
+        raise
+    except Exception as exc:
+        log.exception("%s: validating a spec failed", provider)
+        raise InvalidSpec(
+            "spec", f"{provider} cannot take this spec ({type(exc).__name__})"
+        ) from None
+
+
+class UploadTooLarge(InvalidSpec):
+    """An upload over ``uploads.MAX_UPLOAD_BYTES``, refused before it is sent to S3 (the HTTP
+    API answers it with a 413, other refused uploads with a 422)."""
+
+
+def check_upload_size(data: bytes) -> None:
+    """Refuse an upload over ``uploads.MAX_UPLOAD_BYTES`` with ``UploadTooLarge``."""
+    if len(data) > uploads.MAX_UPLOAD_BYTES:
+        limit = uploads.MAX_UPLOAD_BYTES // (1024 * 1024)
+        raise UploadTooLarge("image", f"larger than {limit} MB")
+
+
+class Validator:
+    """Checks specs against one catalogue and settings. ``storage`` is asked for only when a
+    spec names an upload (building an S3 client is not free)."""
+
+    def __init__(
+        self, catalogue: Catalogue, settings: Settings, storage: Callable[[], Storage]
+    ) -> None:
+        self.adapters = Adapters(catalogue)
+        self.settings = settings
+        self.storage = storage
+
+    def check(self, data: Mapping[str, Any] | JobSpec, producer: str) -> JobSpec:
+        """The spec, valid for ``producer``; or ``InvalidSpec`` naming the first bad field."""
+        spec = data if isinstance(data, JobSpec) else parse_spec(data)
+        name, check = self.adapters.get(spec.provider)
+        adapter_checks(name, check, spec)
+        if spec.callback_url:
+            try:
+                webhooks.check_public_url(
+                    spec.callback_url, allow_private=self.settings.allow_private_callbacks
+                )
+            except PermanentError as exc:
+                raise InvalidSpec("callback_url", exc.message) from None
+        if any(uploads.is_ref(image) for image in spec.images):
+            uploads.check_owned(self.storage(), spec, producer)
+        return spec
