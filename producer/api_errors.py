@@ -25,8 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producer import openai_videos, web
-from producer.validation import UploadTooLarge
-from producer.web import ApiError
+from producer.web import RouteError
 from workers.domain.errors import (
     CancelRefused,
     ConfigError,
@@ -36,6 +35,7 @@ from workers.domain.errors import (
     JobNotFound,
     PermanentError,
     RetryableError,
+    UploadTooLarge,
     VidqueueError,
 )
 from workers.redis import records
@@ -72,7 +72,7 @@ def _problem(exc: RequestValidationError) -> tuple[str, str | None]:
 
 # error class → its answer, on every route unless a surface below says otherwise.
 RULES: Final[dict[type[Exception], Rule]] = {
-    ApiError: lambda e: Answer(e.status, e.code, e.message, e.field),
+    RouteError: lambda e: Answer(e.status, e.code, e.message, e.field),
     RequestValidationError: lambda e: Answer(422, "invalid_request", *_problem(e)),
     StarletteHTTPException: lambda e: Answer(
         e.status_code, _HTTP_CODES.get(e.status_code, "http_error"), str(e.detail)

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from producer import web
 from producer.dispatches import Dispatches
-from producer.web import ApiError, Producer, client, producer_identity
+from producer.web import RouteError, Producer, client, producer_identity
 from workers.domain.jobs import JobRecord, JobSpec, State
 from workers.redis import listing
 
@@ -58,7 +58,7 @@ async def create_job(request: Request) -> Response:
     spec = await web.json_object(request)
     if idempotency_key:
         if spec.get("idempotency_key") not in (None, idempotency_key):
-            raise ApiError(400, "invalid_request", _TWO_KEYS, "idempotency_key")
+            raise RouteError(400, "invalid_request", _TWO_KEYS, "idempotency_key")
         spec["idempotency_key"] = idempotency_key
     accept = partial(client().accept, [spec], producer=producer, one=True, dispatch=False)
     # Checking an image or a callback URL may take I/O (S3, DNS): that is done in a thread.
@@ -77,10 +77,10 @@ async def create_jobs(request: Request) -> Response:
     body = await web.json_object(request, web.MAX_BATCH_BODY)
     specs = body.get("jobs")
     if not isinstance(specs, list):
-        raise ApiError(422, "invalid_request", "must be a list of job specs", "jobs")
+        raise RouteError(422, "invalid_request", "must be a list of job specs", "jobs")
     unknown = sorted(set(body) - {"jobs"})
     if unknown:
-        raise ApiError(422, "invalid_request", "unknown field", unknown[0])
+        raise RouteError(422, "invalid_request", "unknown field", unknown[0])
     accepted = await run_in_threadpool(
         client().accept, specs, producer=producer, idempotency_key=idempotency_key, dispatch=False
     )
@@ -114,7 +114,7 @@ def list_jobs(
     for item in label or []:
         key, sep, value = item.partition(":")
         if not sep or not key:
-            raise ApiError(422, "invalid_request", f"expected key:value, got {item!r}", "label")
+            raise RouteError(422, "invalid_request", f"expected key:value, got {item!r}", "label")
         labels[key] = value
     return client().list(
         state=state, provider=provider, labels=labels, limit=limit, cursor=cursor, producer=producer
@@ -154,8 +154,8 @@ def job_cover(job_id: str, producer: Producer) -> RedirectResponse:
 def _redirect(job_id: str, producer: str, what: Literal["video", "cover"]) -> RedirectResponse:
     record = client().read(job_id, producer=producer)
     if record.state != State.SUCCEEDED:
-        raise ApiError(409, "not_ready", f"job {job_id} is {record.state}: nothing mirrored yet")
+        raise RouteError(409, "not_ready", f"job {job_id} is {record.state}: nothing mirrored yet")
     item = (record.result or {}).get(what)
     if item is None:
-        raise ApiError(404, "not_found", f"job {job_id} has no {what}")
+        raise RouteError(404, "not_found", f"job {job_id} has no {what}")
     return RedirectResponse(item["url"], status_code=302)

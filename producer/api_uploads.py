@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from producer import web
-from producer.web import ApiError, Producer, client
+from producer.web import RouteError, Producer, client
 from workers.io.uploads import MAX_UPLOAD_BYTES
 
 router = APIRouter()
@@ -55,5 +55,5 @@ async def _upload_bytes(request: Request) -> bytes:
     form = await web.read_form(request, MAX_UPLOAD_BYTES + web.MULTIPART_OVERHEAD, "file")
     files = [v for v in form.values() if isinstance(v, UploadFile)]
     if len(files) != 1:
-        raise ApiError(422, "invalid_request", "send exactly one file part", "file")
+        raise RouteError(422, "invalid_request", "send exactly one file part", "file")
     return await files[0].read()

@@ -29,10 +29,16 @@ from config.providers import Catalogue
 from config.settings import Settings, get_settings
 from producer import batch, files, validation, waiting
 from producer.batch import MAX_BATCH
-from producer.validation import UploadTooLarge, parse_spec
+from producer.validation import parse_spec
 from workers.deps import Deps, build
 from workers.domain import messages
-from workers.domain.errors import CancelRefused, IdempotencyConflict, InvalidSpec, JobNotFound
+from workers.domain.errors import (
+    CancelRefused,
+    IdempotencyConflict,
+    InvalidSpec,
+    JobNotFound,
+    UploadTooLarge,
+)
 from workers.domain.jobs import JobRecord, JobSpec, State
 from workers.io import uploads
 from workers.io.storage import Storage

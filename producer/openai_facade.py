@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 
 from producer import openai_videos, web
 from producer.openai_videos import STATUS, video
-from producer.web import ApiError, Producer, client
+from producer.web import RouteError, Producer, client
 from workers.domain.jobs import TERMINAL, JobRecord, State
 from workers.io.storage import storage_errors
 from workers.io.uploads import MAX_UPLOAD_BYTES
@@ -78,7 +78,7 @@ async def _form_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
             if name != "input_reference":
-                raise ApiError(400, "invalid_request", "unexpected file part", name)
+                raise RouteError(400, "invalid_request", "unexpected file part", name)
             image = await value.read()
         else:
             fields[name] = value
@@ -88,7 +88,7 @@ async def _form_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
 
 def _upload(data: bytes, producer: str) -> str:
     if len(data) > MAX_UPLOAD_BYTES:
-        raise ApiError(413, "too_large", "input_reference is larger than 5 MB", "input_reference")
+        raise RouteError(413, "too_large", "input_reference is larger than 5 MB", "input_reference")
     return client().upload(data, producer=producer).ref
 
 
@@ -110,10 +110,10 @@ def video_content(
     record = client().read(video_id, producer=producer)
     if record.state != State.SUCCEEDED:
         status = STATUS[record.state]
-        raise ApiError(400, "video_not_ready", f"Video is not ready (status {status}).", None)
+        raise RouteError(400, "video_not_ready", f"Video is not ready (status {status}).", None)
     item = (record.result or {}).get("video" if variant == "video" else "cover")
     if variant == "spritesheet" or item is None:
-        raise ApiError(404, "not_found", f"Video {video_id} has no {variant}", "variant")
+        raise RouteError(404, "not_found", f"Video {video_id} has no {variant}", "variant")
     found = _stored_object(item)
     body = found["Body"]
 
@@ -134,7 +134,7 @@ def _stored_object(item: dict[str, Any]) -> Any:
             return client().storage.client.get_object(Bucket=item["bucket"], Key=item["key"])
         except ClientError as exc:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                raise ApiError(404, "not_found", "the stored file is gone", "video_id") from None
+                raise RouteError(404, "not_found", "the stored file is gone", "video_id") from None
             raise
 
 

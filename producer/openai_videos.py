@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from config.providers import Catalogue
 from producer.progress import fraction
-from producer.web import ApiError
+from producer.web import RouteError
 from workers.domain.jobs import TERMINAL, JobRecord, State, parse_iso
 from workers.redis import records
 
@@ -44,7 +44,7 @@ def route(catalogue: Catalogue, model: str) -> str:
         if model in config.models:
             return name
     served = [m for config in catalogue.providers.values() for m in config.models]
-    raise ApiError(
+    raise RouteError(
         400,
         "model_not_found",
         f"The model {model!r} is not served here; available: {', '.join(served) or 'none'}",
@@ -56,7 +56,7 @@ def default_model(catalogue: Catalogue) -> str:
     for config in catalogue.providers.values():
         if config.models:
             return config.models[0]
-    raise ApiError(400, "model_not_found", "no model is configured; name one", "model")
+    raise RouteError(400, "model_not_found", "no model is configured; name one", "model")
 
 
 def video(record: JobRecord) -> dict[str, Any]:
@@ -106,7 +106,7 @@ def known(fields: dict[str, Any]) -> None:
     """Refuse a create parameter vidqueue does not take (as OpenAI does), naming it."""
     for name in fields:
         if name not in CREATE_FIELDS:
-            raise ApiError(
+            raise RouteError(
                 400, "unknown_parameter", f"Unrecognized request argument supplied: {name}", name
             )
 
@@ -115,7 +115,7 @@ def reference_url(reference: Any) -> str:
     """The image URL of a JSON ``input_reference`` (``{"image_url": ...}``)."""
     if isinstance(reference, dict) and isinstance(reference.get("image_url"), str):
         return str(reference["image_url"])
-    raise ApiError(
+    raise RouteError(
         400,
         "invalid_request",
         'input_reference must be a file part or {"image_url": "<http(s) or data: URL>"} '
@@ -130,18 +130,18 @@ def spec_from(
     """The job spec of a create request's parameters (the image already a URL or reference)."""
     prompt = fields.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ApiError(400, "invalid_request", "Missing required parameter: 'prompt'.", "prompt")
+        raise RouteError(400, "invalid_request", "Missing required parameter: 'prompt'.", "prompt")
     model = fields.get("model")
     if model is None:
         model = default_model(catalogue)
     if not isinstance(model, str):
-        raise ApiError(400, "invalid_request", "model must be a string", "model")
+        raise RouteError(400, "invalid_request", "model must be a string", "model")
     spec: dict[str, Any] = {"provider": route(catalogue, model), "model": model, "prompt": prompt}
     seconds = fields.get("seconds")
     if seconds is not None:
         text = str(seconds)
         if isinstance(seconds, bool) or not text.isdigit() or len(text) > 6:
-            raise ApiError(400, "invalid_request", "seconds must be a number, e.g. '8'", "seconds")
+            raise RouteError(400, "invalid_request", "seconds must be a number, e.g. '8'", "seconds")
         spec["duration"] = int(text)
     if fields.get("size") is not None:
         spec["size"] = fields["size"]

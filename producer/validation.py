@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from config.providers import Catalogue
 from config.settings import Settings
-from workers.domain.errors import ConfigError, InvalidSpec, PermanentError
+from workers.domain.errors import ConfigError, InvalidSpec, PermanentError, UploadTooLarge
 from workers.domain.jobs import JobSpec
 from workers.io import uploads, webhooks
 from workers.io.storage import Storage
@@ -75,11 +75,6 @@ def adapter_checks(provider: str, check: Check, spec: JobSpec) -> None:
         raise InvalidSpec(
             "spec", f"{provider} cannot take this spec ({type(exc).__name__})"
         ) from None
-
-
-class UploadTooLarge(InvalidSpec):
-    """An upload over ``uploads.MAX_UPLOAD_BYTES``, refused before it is sent to S3 (the HTTP
-    API answers it with a 413, other refused uploads with a 422)."""
 
 
 def check_upload_size(data: bytes) -> None:

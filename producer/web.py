@@ -1,5 +1,5 @@
 """What every HTTP route shares: the client, bearer auth, bounded body reading, the error a
-route raises for its own refusals (``ApiError``), and OpenAPI descriptions of bodies a route
+route raises for its own refusals (``RouteError``), and OpenAPI descriptions of bodies a route
 reads itself. How errors are answered is ``producer.api_errors``'s one concern."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def client() -> Client:
     return _client
 
 
-class ApiError(Exception):
+class RouteError(Exception):
     """A route's own refusal: the status, code and field a client can act on, fixed when it
     is raised (``producer.api_errors`` answers it as it is)."""
 
@@ -53,7 +53,7 @@ def producer_identity(authorization: Annotated[str | None, Header()] = None) -> 
     if not tokens:
         return "anonymous" if not token else identity(token)
     if token not in tokens:
-        raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is required")
+        raise RouteError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is required")
     return identity(token)
 
 
@@ -86,7 +86,7 @@ async def read_body(request: Request, limit: int, field: str | None = None) -> b
 
 
 def _too_large(limit: int, field: str | None) -> NoReturn:
-    raise ApiError(413, "too_large", f"the body is larger than {limit // 1024} KiB", field)
+    raise RouteError(413, "too_large", f"the body is larger than {limit // 1024} KiB", field)
 
 
 def _no_constants(name: str) -> NoReturn:
@@ -99,18 +99,18 @@ def parse_json(body: bytes) -> Any:
         data = json.loads(body or b"null", parse_constant=_no_constants)
         json.dumps(data, ensure_ascii=False).encode()
     except UnicodeEncodeError:
-        raise ApiError(
+        raise RouteError(
             400, "invalid_json", "the body holds invalid unicode (a lone surrogate)"
         ) from None
     except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise RouteError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     return data
 
 
 async def json_object(request: Request, limit: int = MAX_JOB_BODY) -> dict[str, Any]:
     data = parse_json(await read_body(request, limit))
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        raise RouteError(400, "invalid_json", "the body must be a JSON object")
     return data
 
 
@@ -132,4 +132,4 @@ async def read_form(request: Request, limit: int, field: str | None = None) -> F
         return await parser.parse()
     except (MultiPartException, ValueError, KeyError) as exc:
         message = exc.message if isinstance(exc, MultiPartException) else "invalid multipart data"
-        raise ApiError(400, "invalid_multipart", message) from None
+        raise RouteError(400, "invalid_multipart", message) from None

@@ -13,7 +13,8 @@ import redis
 
 from tests.support.storing import GRACE_S, job_in, redis_now_ms, snapshot, spec
 from workers.domain.change import Change
-from workers.domain.jobs import NEXT, TERMINAL, JobError, State, TransitionNotAllowed
+from workers.domain.errors import TransitionNotAllowed
+from workers.domain.jobs import NEXT, TERMINAL, JobError, State
 from workers.redis import keys
 from workers.redis.store import Store
 
@@ -130,7 +131,8 @@ def test_a_disallowed_pair_fails_in_python_before_reaching_redis(store: Store) -
 def test_the_transition_rule_holds_under_python_O() -> None:
     # Given an interpreter that strips asserts (python -O)
     code = (
-        "from workers.domain.jobs import State, TransitionNotAllowed, check_transition\n"
+        "from workers.domain.errors import TransitionNotAllowed\n"
+        "from workers.domain.jobs import State, check_transition\n"
         "try:\n"
         "    check_transition([State.SUCCEEDED], State.RUNNING)\n"
         "except TransitionNotAllowed as exc:\n"

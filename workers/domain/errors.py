@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from config.errors import ConfigError, VidqueueError
-
-__all__ = ["ConfigError", "VidqueueError"]  # the root of the tree lives in config.errors
+# The root of the tree lives in config.errors (config must not import workers); re-exported here.
+from config.errors import ConfigError as ConfigError
+from config.errors import VidqueueError as VidqueueError
 
 # Stable `error.code` values written into job records (a contract: producers switch on them).
 INVALID_SPEC: Final = "invalid_spec"
@@ -127,3 +127,13 @@ class JobNotFound(VidqueueError, KeyError):
 
     def __str__(self) -> str:  # KeyError's own would quote the message
         return self.message
+
+
+class UploadTooLarge(InvalidSpec):
+    """An upload over ``workers.io.uploads.MAX_UPLOAD_BYTES``, refused before it is sent to S3
+    (the HTTP API answers it with a 413, other refused uploads with a 422)."""
+
+
+class TransitionNotAllowed(ValueError):
+    """A step asked for a state change ``NEXT`` does not allow: a bug in the step, refused before
+    Redis is touched. A raise, not an ``assert``: the rule must hold under ``python -O`` too."""

@@ -13,6 +13,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from workers.domain.errors import TransitionNotAllowed
+
 
 class State(StrEnum):
     QUEUED = "queued"
@@ -41,11 +43,6 @@ NEXT: Final[dict[State, frozenset[State]]] = {
     State.FAILED: frozenset(),
     State.CANCELLED: frozenset(),
 }
-
-
-class TransitionNotAllowed(ValueError):
-    """A step asked for a state change ``NEXT`` does not allow: a bug in the step, refused before
-    Redis is touched. A raise, not an ``assert``: the rule must hold under ``python -O`` too."""
 
 
 def check_transition(allowed: Iterable[State], to: State) -> None:
