@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from producer import web
 from producer.dispatches import Dispatches
-from producer.web import RouteError, Producer, client, producer_identity
+from producer.web import Producer, RouteError, client, producer_identity
 from workers.domain.jobs import JobRecord, JobSpec, State
 from workers.redis import listing
 

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from producer import web
-from producer.web import RouteError, Producer, client
+from producer.web import Producer, RouteError, client
 from workers.io.uploads import MAX_UPLOAD_BYTES
 
 router = APIRouter()

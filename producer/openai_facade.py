@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 
 from producer import openai_videos, web
 from producer.openai_videos import STATUS, video
-from producer.web import RouteError, Producer, client
+from producer.web import Producer, RouteError, client
 from workers.domain.jobs import TERMINAL, JobRecord, State
 from workers.io.storage import storage_errors
 from workers.io.uploads import MAX_UPLOAD_BYTES

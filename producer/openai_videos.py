@@ -141,7 +141,9 @@ def spec_from(
     if seconds is not None:
         text = str(seconds)
         if isinstance(seconds, bool) or not text.isdigit() or len(text) > 6:
-            raise RouteError(400, "invalid_request", "seconds must be a number, e.g. '8'", "seconds")
+            raise RouteError(
+                400, "invalid_request", "seconds must be a number, e.g. '8'", "seconds"
+            )
         spec["duration"] = int(text)
     if fields.get("size") is not None:
         spec["size"] = fields["size"]
