@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.support.live import API_TOKEN, LiveStack
+from tests.support.records import RECORD_FIELDS
 
 AUTH = {"authorization": f"Bearer {API_TOKEN}"}
 GOOD = {"provider": "zhipu", "model": "cogvideox-flash", "prompt": "a lighthouse at dusk"}
@@ -22,22 +23,7 @@ def test_post_a_job_returns_202_and_the_record(live: LiveStack) -> None:
     assert answer.status_code == 202
     record = answer.json()
     assert record["state"] in ("queued", "submitting", "running")
-    assert set(record) >= {
-        "id",
-        "state",
-        "provider",
-        "model",
-        "spec",
-        "provider_task_id",
-        "attempts",
-        "polls",
-        "created_at",
-        "submitted_at",
-        "provider_finished_at",
-        "completed_at",
-        "error",
-        "result",
-    }
+    assert set(record) >= RECORD_FIELDS
     again = httpx.get(f"{live.api_url}/v1/jobs/{record['id']}", headers=AUTH, timeout=10)
     assert again.status_code == 200 and again.json()["id"] == record["id"]
 

@@ -22,6 +22,7 @@ from simulator import cli
 from simulator.app import create_app
 from simulator.media import CHUNK_BYTES, video_chunks
 from simulator.options import SimOptions
+from tests.support.adapter_contract import FakeClock
 from tests.support.sim import ZHIPU, serving
 
 pytestmark = pytest.mark.anyio
@@ -29,24 +30,6 @@ pytestmark = pytest.mark.anyio
 KEY_A = {"Authorization": "Bearer key-a"}
 KEY_B = {"Authorization": "Bearer key-b"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-class FakeClock:
-    """Both clocks, moved only by :meth:`advance`."""
-
-    def __init__(self) -> None:
-        self.mono = 1000.0
-        self.wall = 1_800_000_000.0
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def time(self) -> float:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
 
 
 Sim = tuple[httpx.AsyncClient, FakeClock]

@@ -12,6 +12,7 @@ import time
 import pytest
 import redis
 
+from tests.support.records import RECORD_FIELDS
 from tests.support.storing import (
     GRACE_S,
     ISO_UTC_MICROS,
@@ -23,23 +24,6 @@ from tests.support.storing import (
 from workers.domain.jobs import State
 from workers.redis import keys, store_scripts
 from workers.redis.store import CLAIM_TOLERANCE_MS, Store
-
-RECORD_FIELDS = {
-    "id",
-    "state",
-    "provider",
-    "model",
-    "spec",
-    "provider_task_id",
-    "attempts",
-    "polls",
-    "created_at",
-    "submitted_at",
-    "provider_finished_at",
-    "completed_at",
-    "error",
-    "result",
-}
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ result URLs, ``task_extra``, ``at_provider`` ("1" while the provider may be work
 
 Steps never see those strings: they read a job as a typed ``JobRow`` (``row``, ``claim``) and
 write through a typed ``Change`` (``transition``); this module is where they are converted
-(``workers.domain.row``, ``workers.domain.change``). ``fields`` and ``record_from`` still serve
-the producer, which reads the hash itself.
+(``workers.domain.row``, ``workers.domain.change``). ``fields`` (the raw hash, for tests and
+the row) and ``record_from`` (the public record, for ``workers.redis.records`` and listings) stay
+in the Redis room: nothing above it reads the hash.
 """
 
 from __future__ import annotations
