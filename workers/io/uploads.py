@@ -121,5 +121,6 @@ def resolve(spec: JobSpec, storage: Storage) -> JobSpec:
 
 def _presigned(storage: Storage, ref: str) -> str:
     match = UPLOAD_REF.match(ref)
-    assert match is not None
+    if match is None:  # callers check is_ref first: a raise, not an assert (python -O)
+        raise InvalidSpec("image", "not an upload reference")
     return storage.presign(object_key(storage, match.group(1), match.group(2)))
