@@ -114,7 +114,10 @@ def _check_config(**_: Any) -> None:
     Celery logs and swallows exceptions from signal handlers, so exit explicitly.
     """
     try:
-        providers.load(get_settings().providers_file).check_keys()
+        settings = get_settings()
+        catalogue = providers.load(settings.providers_file)
+        catalogue.check_keys()
+        catalogue.check_callbacks(settings.public_base_url, settings.callback_secret)
     except ConfigError as exc:
         print(f"vidqueue: configuration error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(78) from None  # EX_CONFIG

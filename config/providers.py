@@ -15,7 +15,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from config.errors import ConfigError
 
@@ -66,6 +73,11 @@ class ProviderConfig(BaseModel):
     adaptive_polling: bool = True
     # Model names this provider serves (the OpenAI-compatible facade routes by model name).
     models: list[str] = Field(default_factory=list)
+    # Provider callbacks (docs/callbacks.md): this provider's own public base URL for them
+    # (else VIDQUEUE_PUBLIC_BASE_URL), and how far apart the safety polls of a job whose
+    # callbacks are armed are (a lost callback costs at most this much latency).
+    callback_base_url: str = ""
+    callback_safety_poll_s: float = Field(default=120.0, gt=0, le=MAX_COUNTDOWN_S)
 
     @field_validator("kind")
     @classmethod
@@ -82,9 +94,11 @@ class ProviderConfig(BaseModel):
             raise ValueError(f"lists {', '.join(repeated)} more than once")
         return value
 
-    @field_validator("base_url")
+    @field_validator("base_url", "callback_base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "callback_base_url" and not value:
+            return value
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
@@ -127,6 +141,23 @@ class Catalogue:
         """Fail unless every provider's key variables are set (workers call this at startup)."""
         for name in self.providers:
             self.keys(name, environ)
+
+    def check_callbacks(self, public_base_url: str, callback_secret: str) -> None:
+        """Fail when callbacks are armed somewhere without the secret their tokens need."""
+        if callback_secret:
+            return
+        armed = [
+            f"providers.{name}.callback_base_url"
+            for name, config in self.providers.items()
+            if config.callback_base_url
+        ]
+        if public_base_url:
+            armed.insert(0, "VIDQUEUE_PUBLIC_BASE_URL")
+        if armed:
+            raise ConfigError(
+                f"VIDQUEUE_CALLBACK_SECRET must be set: provider callbacks are armed by "
+                f"{', '.join(armed)} (docs/callbacks.md)"
+            )
 
 
 def resolve_path(path: str) -> Path:

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     webhook_secret: str = ""
     allow_private_callbacks: bool = False
 
+    # Provider callbacks (docs/callbacks.md): where providers can reach this API from outside
+    # (e.g. https://vidqueue.example.com), and the secret each job's callback token is derived
+    # from. Callbacks are armed only where a base URL is set (here, or per provider).
+    public_base_url: str = ""
+    callback_secret: str = ""
+
     # How often Celery beat runs the sweep (leases, index pruning, dispatch).
     sweep_interval_s: float = Field(default=10.0, gt=0)
     # How long a published step may stay unclaimed before a due poller checks whether its

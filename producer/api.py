@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from producer import api_errors, api_jobs, api_uploads, metrics, openai_facade
+from producer import api_callbacks, api_errors, api_jobs, api_uploads, metrics, openai_facade
 from producer.web import client, producer_identity
 
 __all__ = ["app", "client", "producer_identity"]
@@ -45,6 +45,7 @@ app.include_router(openai_facade.router)
 app.include_router(metrics.router)
 app.include_router(api_jobs.router)
 app.include_router(api_uploads.router)
+app.include_router(api_callbacks.router)
 api_errors.install(app)
 
 

@@ -101,7 +101,7 @@ class Client:
         return enqueue.Creator(self.deps.redis)
 
     @cached_property
-    def _celery(self) -> Any:
+    def celery(self) -> Any:
         """The Celery app used to publish steps (by name), on this client's Redis."""
         from config import celery
 
@@ -115,7 +115,8 @@ class Client:
 
     def validate_config(self) -> None:
         """Load the providers file now (it is otherwise read on first use)."""
-        self.catalogue.get(next(iter(self.catalogue.providers)))
+        s = self.settings
+        self.catalogue.check_callbacks(s.public_base_url, s.callback_secret)
 
     def ping(self) -> None:
         """Raise unless the job store answers (the API's health check)."""
@@ -188,7 +189,7 @@ class Client:
     def dispatch(self, providers: Iterable[str]) -> None:
         """Fill the free slots of each provider with its waiting jobs."""
         for provider in providers:
-            messages.send(self._celery, endings.dispatch(provider, self.deps))
+            messages.send(self.celery, endings.dispatch(provider, self.deps))
 
     def upload(self, data: bytes, *, producer: str | None = None) -> uploads.Upload:
         """Store an image (PNG or JPEG, ≤ 5 MB); its ``ref`` is usable as a spec's ``image``."""
@@ -280,7 +281,7 @@ class Client:
         stays counted (and polled) until the provider lets go, unless the provider can cancel
         it."""
         self.stored.check(job_id, producer)
-        messages.send(self._celery, cancelling.cancel(job_id, self.deps))
+        messages.send(self.celery, cancelling.cancel(job_id, self.deps))
         return self.read(job_id)
 
     def purge(self, job_id: str, *, producer: str | None = None) -> None:

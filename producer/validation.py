@@ -12,15 +12,18 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx
 from pydantic import ValidationError
 
-from config.providers import Catalogue
+from config.providers import Catalogue, ProviderConfig
 from config.settings import Settings
+from workers.domain import callbacks
 from workers.domain.errors import ConfigError, InvalidSpec, PermanentError, UploadTooLarge
 from workers.domain.jobs import JobSpec
 from workers.io import uploads, webhooks
 from workers.io.storage import Storage
-from workers.providers import validator
+from workers.providers import build, validator
+from workers.providers.base import VideoProvider
 
 log = logging.getLogger("vidqueue.client")
 
@@ -48,6 +51,8 @@ class Adapters:
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
         self._found: dict[str, tuple[str, Check]] = {}
+        self._adapters: dict[str, VideoProvider] = {}
+        self._http: httpx.Client | None = None
 
     def get(self, provider: str) -> tuple[str, Check]:
         found = self._found.get(provider)
@@ -61,6 +66,15 @@ class Adapters:
                 ) from None
             found = self._found[provider] = (config.name, validator(config))
         return found
+
+    def adapter(self, config: ProviderConfig) -> VideoProvider:
+        """The provider's adapter, for questions about its wire format (it sends nothing
+        from here: its HTTP client is never used)."""
+        if config.name not in self._adapters:
+            if self._http is None:
+                self._http = httpx.Client()
+            self._adapters[config.name] = build(config, self._http)
+        return self._adapters[config.name]
 
 
 def adapter_checks(provider: str, check: Check, spec: JobSpec) -> None:
@@ -109,4 +123,21 @@ class Validator:
                 raise InvalidSpec("callback_url", exc.message) from None
         if any(uploads.is_ref(image) for image in spec.images):
             uploads.check_owned(self.storage(), spec, producer)
+        self._refuse_own_provider_callback(spec)
         return spec
+
+    def _refuse_own_provider_callback(self, spec: JobSpec) -> None:
+        """Where vidqueue arms the provider's callbacks, it sets the provider's callback URL
+        itself: a spec that sets one too (in its options) is refused, naming the field."""
+        config = self.adapters.catalogue.get(spec.provider)
+        if not callbacks.base_url(config, self.settings):
+            return
+        adapter = self.adapters.adapter(config)
+        field = adapter.producer_callback_field(spec) if adapter.accepts_callback(spec) else None
+        if field:
+            raise InvalidSpec(
+                field,
+                f"vidqueue sets {spec.provider}'s callback URL itself (provider callbacks are "
+                "armed); leave it out. To be told when the job is done, set the spec's "
+                "callback_url (vidqueue's webhook)",
+            )

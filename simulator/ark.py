@@ -9,6 +9,9 @@ every answer carries an ``X-Request-Id`` header. A task reports ``queued`` for t
 a finished one. For a running task Ark's behaviour is unconfirmed; the simulator takes the
 reading that is hardest on clients: it answers 200 and the task runs on, so only a follow-up GET
 tells a client whether the cancel worked.
+
+A submit's ``callback_url`` is POSTed, unsigned, on each status change (``queued``, ``running``,
+then ``succeeded``/``failed``, or ``cancelled``), with the body a GET of the task answers then.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from simulator.callbacks import Callbacks, Render
 from simulator.media import issue_urls
 from simulator.state import ConcurrencyExceeded, Registry, Task, TaskState
 
@@ -68,6 +72,12 @@ class CreateTask(BaseModel):
     callback_url: str | None = None
     service_tier: Literal["default", "flex"] = "default"
     execution_expires_after: Annotated[int, Field(ge=3600, le=259200)] = 172800
+
+
+# What Ark fills in for each optional field a submit leaves out.
+DEFAULTS: Final = {
+    name: info.default for name, info in CreateTask.model_fields.items() if not info.is_required()
+}
 
 
 def error(
@@ -151,7 +161,8 @@ def _status(registry: Registry, task: Task) -> str:
     return str(state)  # succeeded, failed, cancelled: Ark's own words
 
 
-def _task_body(request: Request, task: Task, registry: Registry) -> dict[str, object]:
+def task_object(base_url: str, task: Task, registry: Registry) -> dict[str, object]:
+    """The task as a GET answers it now (and as a callback carries it)."""
     status = _status(registry, task)
     ended = status in ("succeeded", "failed")
     body: dict[str, object] = {
@@ -163,7 +174,7 @@ def _task_body(request: Request, task: Task, registry: Registry) -> dict[str, ob
     }
     params = task.params
     if status == "succeeded":
-        urls = issue_urls(str(request.base_url), task, registry)
+        urls = issue_urls(base_url, task, registry)
         body["content"] = {
             "video_url": urls.video,
             "last_frame_url": urls.cover if params.get("return_last_frame") else None,
@@ -179,7 +190,17 @@ def _task_body(request: Request, task: Task, registry: Registry) -> dict[str, ob
     return body
 
 
-def router(registry: Registry) -> APIRouter:
+def callback_render(base_url: str, registry: Registry) -> Render:
+    """What Ark POSTs to a ``callback_url``: the task object a GET would answer."""
+
+    def render(task: Task) -> tuple[str, object]:
+        body = task_object(base_url, task, registry)
+        return str(body["status"]), body
+
+    return render
+
+
+def router(registry: Registry, callbacks: Callbacks) -> APIRouter:
     """Create, get and delete tasks; include with ``prefix=PREFIX``."""
     api = APIRouter()
 
@@ -205,6 +226,9 @@ def router(registry: Registry) -> APIRouter:
         except ConcurrencyExceeded:
             message = "Too many tasks in flight for this API key."
             return error(429, "RateLimitExceeded", message, kind="TooManyRequests")
+        if body.callback_url:
+            render = callback_render(str(request.base_url), registry)
+            callbacks.follow(task, body.callback_url, render, (QUEUED_SHARE,))
         return answer({"id": task.id})
 
     @api.get("/contents/generations/tasks/{task_id}", response_model=None)
@@ -218,7 +242,7 @@ def router(registry: Registry) -> APIRouter:
         task = registry.get(task_id, PROVIDER)
         if task is None:
             return error(404, "ResourceNotFound", f"task {task_id} not found.", kind="NotFound")
-        return answer(_task_body(request, task, registry))
+        return answer(task_object(str(request.base_url), task, registry))
 
     @api.delete("/contents/generations/tasks/{task_id}", response_model=None)
     async def delete(task_id: str, request: Request) -> JSONResponse:

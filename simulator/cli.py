@@ -27,13 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8090, help="bind port (default 8090)")
     for name, info in SimOptions.model_fields.items():
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=_flag_type(info.annotation),
-            default=None,
-            help=f"{info.description} (default {info.default})",
-        )
+        flag, text = f"--{name.replace('_', '-')}", f"{info.description} (default {info.default})"
+        if info.annotation is bool:  # --callback-reorder / --no-callback-reorder
+            action = argparse.BooleanOptionalAction
+            parser.add_argument(flag, dest=name, action=action, default=None, help=text)
+        else:
+            kind = _flag_type(info.annotation)
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=text)
     return parser
 
 

@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from simulator.faults import RATE_OPTIONS
+from simulator.callbacks import Callbacks
+from simulator.faults import FLAG_OPTIONS, RATE_OPTIONS
 from simulator.media import demo_png, media_sha256
 from simulator.state import Registry
 
@@ -22,7 +23,7 @@ def _options_json(registry: Registry) -> JSONResponse:
     return JSONResponse(registry.options.model_dump())
 
 
-def router(registry: Registry) -> APIRouter:
+def router(registry: Registry, callbacks: Callbacks) -> APIRouter:
     """``/_sim/*`` and ``/healthz``."""
     api = APIRouter()
 
@@ -32,7 +33,7 @@ def router(registry: Registry) -> APIRouter:
 
     @api.get("/_sim/stats")
     async def stats() -> dict[str, object]:
-        return registry.stats()
+        return {**registry.stats(), "callbacks": callbacks.stats()}
 
     @api.get("/_sim/options", response_model=None)
     async def get_options() -> JSONResponse:
@@ -57,13 +58,16 @@ def router(registry: Registry) -> APIRouter:
 
     @api.post("/_sim/faults/off", response_model=None)
     async def faults_off() -> JSONResponse:
-        """Stop injecting faults (every ``*_rate`` of ``simulator.faults``); counters stay."""
-        registry.set_options(registry.options.patched(dict.fromkeys(RATE_OPTIONS, 0.0)))
+        """Stop injecting faults (every ``*_rate`` and flag of ``simulator.faults``); counters
+        stay."""
+        off = {**dict.fromkeys(RATE_OPTIONS, 0.0), **dict.fromkeys(FLAG_OPTIONS, False)}
+        registry.set_options(registry.options.patched(off))
         return _options_json(registry)
 
     @api.post("/_sim/reset", response_model=None)
     async def reset() -> JSONResponse:
         registry.reset()
+        callbacks.reset()
         return _options_json(registry)
 
     @api.get("/_sim/tasks/{task_id}/sha256", response_model=None)

@@ -48,7 +48,11 @@ RATE_OPTIONS: Final = (
     "download_error_rate",
     "download_truncate_rate",
     "slow_download_rate",
+    "callback_loss_rate",
+    "callback_dup_rate",
 )
+# The on/off faults that ``POST /_sim/faults/off`` turns off with the rates.
+FLAG_OPTIONS: Final = ("callback_reorder", "callback_bad_token")
 
 
 class Fault(StrEnum):

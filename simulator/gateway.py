@@ -10,17 +10,25 @@ idempotency field): a repeat is refused as Kling refuses it.
 
 On success ``result_url`` is a public, expiring ``/files`` URL (the vendor's own), except for Sora
 models, whose result only the gateway's ``/v1/videos/{task_id}/content`` proxy serves, with auth.
+
+``metadata.callback_url`` is merged into the upstream body, so the upstream vendor calls it back
+itself, in its own shape, for the families whose vendor takes one: Kling (Kling's task object),
+Doubao (Ark's task object) and Vidu (``simulator.vidu``). Other families ignore it.
+The upstream task's id is the gateway's task id (the simulator has only one id per task).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from simulator import ark, kling, vidu
+from simulator.callbacks import Callbacks, Render
 from simulator.media import issue_urls, video_chunks
 from simulator.openai import wall_time
 from simulator.state import ConcurrencyExceeded, DuplicateRequestId, Registry, Task, TaskState
@@ -29,6 +37,8 @@ PREFIX: Final = "/gateway"
 PROVIDER: Final = "gateway"
 INVALID_KEY: Final = "invalid-key"
 SATURATED: Final = "当前分组上游负载已饱和，请稍后再试"
+# Families whose upstream vendor honours ``metadata.callback_url``.
+CALLBACK_FAMILIES: Final = ("kling", "vidu", "doubao")
 MAX_DURATION_S: Final = 3600
 _SIZE: Final = re.compile(r"^\d{2,5}x\d{2,5}$")
 # Shares of a running generation reported as SUBMITTED, then QUEUED, then IN_PROGRESS.
@@ -147,13 +157,38 @@ def task_dto(request: Request, task: Task, registry: Registry) -> dict[str, Any]
     }
 
 
+def _upstream(task: Task, base_url: str, registry: Registry) -> tuple[Render, tuple[float, ...]]:
+    """How the task's upstream vendor renders its callback, and when its status word changes.
+
+    Kling and Ark see the task as their own submit would have made it: params from metadata.
+    """
+    family, metadata = platform(task.model), task.params.get("metadata")
+    upstream = dict(metadata) if isinstance(metadata, dict) else {}
+    if family == "vidu":
+        return vidu.callback_render(base_url, registry), vidu.SHARES
+    if family == "kling":
+        native, shares = kling.callback_render(base_url, registry), (kling.QUEUED_SHARE,)
+    else:
+        upstream = {**ark.DEFAULTS, **upstream}
+        native, shares = ark.callback_render(base_url, registry), (ark.QUEUED_SHARE,)
+    return (lambda current: native(replace(current, params=upstream))), shares
+
+
+def _follow_upstream(callbacks: Callbacks, task: Task, base_url: str, registry: Registry) -> None:
+    """Have the upstream vendor call ``metadata.callback_url`` back, if it is one that does."""
+    metadata = task.params.get("metadata")
+    url = metadata.get("callback_url") if isinstance(metadata, dict) else None
+    if isinstance(url, str) and url and platform(task.model) in CALLBACK_FAMILIES:
+        callbacks.follow(task, url, *_upstream(task, base_url, registry))
+
+
 def _result_url(request: Request, task: Task, registry: Registry) -> str:
     if platform(task.model) == "sora":
         return f"{str(request.base_url).rstrip('/')}{PREFIX}/v1/videos/{task.id}/content"
     return issue_urls(str(request.base_url), task, registry).video
 
 
-def router(registry: Registry) -> APIRouter:
+def router(registry: Registry, callbacks: Callbacks) -> APIRouter:
     """Submit, poll and content routes; include with ``prefix=PREFIX``."""
     api = APIRouter()
 
@@ -180,6 +215,7 @@ def router(registry: Registry) -> APIRouter:
             return task_error(400, "task_failed", "external_task_id already exists")
         except ConcurrencyExceeded:
             return task_error(429, "fail_to_fetch_task", SATURATED)
+        _follow_upstream(callbacks, task, str(request.base_url), registry)
         answer = {
             "id": task.id,
             "task_id": task.id,

@@ -6,28 +6,31 @@ the token's ``iss`` (the access key), inside its ``nbf``/``exp`` window. The acc
 caller's identity for per-key counting. Two pairs are known from the start (``SECRETS``); tests
 register more with ``POST /kling/_sim/keys``.
 
-Answers are ``{"code", "message", "request_id", "data"}`` with integer codes. A task is
-``submitted`` for the first ``QUEUED_SHARE`` of its generation time, then ``processing``, then
-``succeed`` or ``failed``; it is found only under the family (``text2video``/``image2video``) it
-was created in. ``external_task_id`` is counted as the request id: a repeated one is refused
-(400, code 1201) and counted as a duplicate. The list endpoint also filters by
-``external_task_id`` when given as a query parameter (the lookup vidqueue's adapter uses).
+Answers are ``{"code", "message", "request_id", "data"}`` with integer codes (the token check
+and the error envelope live in ``simulator.kling_auth``). A task is ``submitted`` for the first
+``QUEUED_SHARE`` of its generation time, then ``processing``, then ``succeed`` or ``failed``; it
+is found only under the family (``text2video``/``image2video``) it was created in.
+``external_task_id`` is counted as the request id: a repeated one is refused (400, code 1201) and
+counted as a duplicate. The list endpoint also filters by ``external_task_id`` when given as a
+query parameter (the lookup vidqueue's adapter uses).
+
+A submit's ``callback_url`` is POSTed the task object (the poll's ``data``) on each status change,
+unsigned; ``callback_wrapped`` wraps it in the answer envelope instead (which one Kling sends is
+unconfirmed).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import json
 import uuid
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from simulator.callbacks import Callbacks, Render
+from simulator.kling_auth import authenticate, error
 from simulator.media import issue_urls
 from simulator.state import ConcurrencyExceeded, DuplicateRequestId, Registry, Task, TaskState
 
@@ -108,44 +111,6 @@ def reply(
     return JSONResponse(body, status_code=status)
 
 
-def error(status: int, code: int, message: str) -> JSONResponse:
-    body = {"code": code, "message": message, "request_id": uuid.uuid4().hex}
-    return JSONResponse(body, status_code=status)
-
-
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def authenticate(request: Request, secrets: dict[str, str], now: float) -> str | JSONResponse:
-    """The access key of a valid token, or the 401 (codes 1001-1004) to answer."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return error(401, 1001, "Authorization header is empty")
-    try:
-        head, claims_part, signature = token.split(".")
-        header = json.loads(_b64decode(head))
-        claims: Any = json.loads(_b64decode(claims_part))
-        given = _b64decode(signature)
-    except (ValueError, binascii.Error):
-        return error(401, 1002, "Authorization is invalid: not a JWT")
-    issuer = claims.get("iss") if isinstance(claims, dict) else None
-    secret = secrets.get(issuer) if isinstance(issuer, str) else None
-    if not isinstance(header, dict) or header.get("alg") != "HS256" or secret is None:
-        return error(401, 1002, "Authorization is invalid")
-    signing_input = f"{head}.{claims_part}".encode()
-    expected = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
-    if not hmac.compare_digest(expected, given):
-        return error(401, 1002, "Authorization is invalid: bad signature")
-    exp, nbf = claims.get("exp"), claims.get("nbf")
-    if isinstance(nbf, int | float) and now < nbf:
-        return error(401, 1003, "Authorization is not yet valid")
-    if not isinstance(exp, int | float) or now >= exp:
-        return error(401, 1004, "Authorization has expired")
-    return str(issuer)
-
-
 def _parse(raw: bytes, family: str) -> CreateVideo | JSONResponse:
     try:
         body = CreateVideo.model_validate_json(raw)
@@ -191,7 +156,8 @@ def _ms(registry: Registry, moment: float) -> int:
     return int((registry.clock.time() - (registry.clock.monotonic() - moment)) * 1000)
 
 
-def _task_body(request: Request, task: Task, registry: Registry) -> dict[str, object]:
+def task_object(base_url: str, task: Task, registry: Registry) -> dict[str, object]:
+    """The task as a poll's ``data`` shows it now (and as a callback carries it)."""
     state = registry.state(task)
     if state is TaskState.RUNNING:
         status = "submitted" if registry.progress(task) < QUEUED_SHARE else "processing"
@@ -208,12 +174,26 @@ def _task_body(request: Request, task: Task, registry: Registry) -> dict[str, ob
         "updated_at": _ms(registry, task.finish_at if ended else registry.clock.monotonic()),
     }
     if status == "succeed":
-        url = issue_urls(str(request.base_url), task, registry).video
+        url = issue_urls(base_url, task, registry).video
         video = {"id": f"v-{task.id}", "url": url, "watermark_url": "", "duration": "5.1"}
         body["task_result"] = {"videos": [video]}
         body["watermark_info"] = task.params.get("watermark_info") or {"enabled": False}
         body["final_unit_deduction"] = "1"
     return body
+
+
+def callback_render(base_url: str, registry: Registry) -> Render:
+    """What Kling POSTs to a ``callback_url``: the task object, wrapped if the option says so."""
+
+    def render(task: Task) -> tuple[str, object]:
+        body = task_object(base_url, task, registry)
+        status = str(body["task_status"])
+        if registry.options.callback_wrapped:
+            envelope = {"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex}
+            return status, {**envelope, "data": body}
+        return status, body
+
+    return render
 
 
 def _page(request: Request, name: str, low: int, high: int, default: int) -> int | None:
@@ -224,7 +204,7 @@ def _page(request: Request, name: str, low: int, high: int, default: int) -> int
     return value if low <= value <= high else None
 
 
-def router(registry: Registry) -> APIRouter:
+def router(registry: Registry, callbacks: Callbacks) -> APIRouter:
     """Submit, get and list routes for both families; include with ``prefix=PREFIX``."""
     api = APIRouter()
     secrets = dict(SECRETS)
@@ -269,7 +249,11 @@ def router(registry: Registry) -> APIRouter:
             return error(400, 1201, "external_task_id already exists")
         except ConcurrencyExceeded:
             return error(429, 1303, "parallel task over resource pack limit")
-        data = _task_body(request, task, registry)
+        base_url = str(request.base_url)
+        if body.callback_url:
+            render = callback_render(base_url, registry)
+            callbacks.follow(task, body.callback_url, render, (QUEUED_SHARE,))
+        data = task_object(base_url, task, registry)
         fields = ("task_id", "task_info", "task_status", "created_at", "updated_at")
         return reply({name: data[name] for name in fields})
 
@@ -284,7 +268,7 @@ def router(registry: Registry) -> APIRouter:
         task = registry.get(task_id, PROVIDER)
         if task is None or task.key != key or task.params.get("family") != family:
             return error(404, 1203, f"task {task_id} does not exist under {family}")
-        return reply(_task_body(request, task, registry))
+        return reply(task_object(str(request.base_url), task, registry))
 
     @api.get("/v1/videos/{family}", response_model=None)
     async def list_tasks(family: str, request: Request) -> JSONResponse:
@@ -304,6 +288,6 @@ def router(registry: Registry) -> APIRouter:
             and (external is None or task.params.get("external_task_id") == external)
         ]
         page = tasks[(number - 1) * size : number * size]
-        return reply([_task_body(request, task, registry) for task in page])
+        return reply([task_object(str(request.base_url), task, registry) for task in page])
 
     return api

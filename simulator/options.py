@@ -93,6 +93,29 @@ class SimOptions(BaseModel):
     slow_download_bytes_per_s: int = Field(
         default=65536, ge=1, description="the speed of a slow download"
     )
+    # Provider callbacks (simulator.callbacks): POSTs to a submit's callback_url (Kling, Ark, the
+    # gateway's Kling/Vidu/Doubao models) on each status change. The knobs below bend delivery.
+    callback_delay_s: float = Field(
+        default=0.0, ge=0, description="extra delay before each callback is sent"
+    )
+    callback_loss_rate: float = Field(
+        default=0.0, ge=0, le=1, description="chance a callback is never sent"
+    )
+    callback_dup_rate: float = Field(
+        default=0.0, ge=0, le=1, description="chance a callback is sent twice"
+    )
+    callback_reorder: bool = Field(
+        default=False, description="deliver a task's callbacks in reverse order, the last first"
+    )
+    callback_bad_token: bool = Field(
+        default=False, description="alter the callback URL's last path segment (the job's token)"
+    )
+    callback_wrapped: bool = Field(
+        default=False, description="Kling callbacks wrapped in {code,message,request_id,data}"
+    )
+    callback_retry_s: float = Field(
+        default=5.0, ge=0, description="pause before each of the 3 retries of a failed callback"
+    )
     seed: int | None = Field(default=None, description="seed for the RNG (default: random)")
 
     def patched(self, changes: Mapping[str, object]) -> SimOptions:

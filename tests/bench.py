@@ -17,6 +17,8 @@ Then the side-by-side benches, each on a stack of its own against its baseline i
   (``tests/bench_mirror.py``);
 - ``coldstart``: a fresh worker's first submit, cap utilisation against a thread-per-slot
   poller, dispatch gaps (``tests/bench_coldstart.py``);
+- ``callbacks``: provider callbacks against adaptive polling alone on one workload, and with
+  30 % of callbacks lost (``tests/bench_callbacks.py``);
 - ``scale``: 10, 1,000 and 5,000 jobs in flight on generations of 120-180 s with a 30 s lag
   target: lag, submit delay, polls, duplicates, memory, CPU per job and a capacity estimate
   (``tests/bench_scale.py``).
@@ -297,6 +299,12 @@ def _coldstart() -> list[Row]:
     return _judged(coldstart_and_utilisation())
 
 
+def _callbacks() -> list[Row]:
+    from tests.bench_callbacks import callbacks_vs_polling
+
+    return _judged(callbacks_vs_polling())
+
+
 def _scale() -> list[Row]:
     from tests.bench_scale import scale
 
@@ -309,6 +317,7 @@ STANDALONE: dict[str, Callable[[], list[Row]]] = {
     "lean": _lean,
     "mirror": _mirror,
     "coldstart": _coldstart,
+    "callbacks": _callbacks,
     "scale": _scale,
 }
 
@@ -316,7 +325,7 @@ STANDALONE: dict[str, Callable[[], list[Row]]] = {
 def main() -> int:
     """``python -m tests.bench [NAME ...]`` (default: all). Names: the governor's scenarios
     (utilisation, polling, fairness, waiting) and the side-by-side ones (enqueue, lean, mirror,
-    coldstart, scale: 10, 1,000 and 5,000 jobs in flight, about 25 minutes)."""
+    coldstart, callbacks, scale: 10, 1,000 and 5,000 jobs in flight, about 25 minutes)."""
     chosen = sys.argv[1:] or [*SCENARIOS, *STANDALONE]
     unknown = [name for name in chosen if name not in SCENARIOS and name not in STANDALONE]
     if unknown:

@@ -4,7 +4,7 @@ batches (``workers.redis.stats``), so they trail the jobs by up to ``stats.FLUSH
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workers.deps import Deps
 from workers.redis import keys as keys_module
@@ -29,6 +29,8 @@ class ProviderView:
     waiting: int
     waiting_by_fair: dict[str, int]
     keys: list[KeyView]
+    # Provider callbacks received, by outcome (docs/callbacks.md).
+    callbacks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,9 @@ def snapshot(d: Deps) -> Snapshot:
             for key_id in config.key_ids()
         ]
         by_fair = d.gate.waiting_by_fair(name)
-        providers.append(ProviderView(name, config.kind, sum(by_fair.values()), by_fair, keys))
+        waiting = sum(by_fair.values())
+        seen = d.store.callback_counts(name)
+        providers.append(ProviderView(name, config.kind, waiting, by_fair, keys, seen))
     histograms = {name: d.stats.histogram(name) for name in HISTOGRAMS}
     return Snapshot(d.store.count_by_state(), providers, histograms)
 
@@ -98,6 +102,13 @@ def prometheus(snap: Snapshot) -> str:
             for what, n in k.per_minute.items():
                 labels = _labels(provider=p.name, key=k.key_id, kind=what)
                 out.append(f"vidqueue_requests_per_minute{labels} {n:.1f}")
+    out += [
+        "# HELP vidqueue_callbacks_total Provider callbacks received, by outcome.",
+        "# TYPE vidqueue_callbacks_total counter",
+    ]
+    for p in snap.providers:
+        for outcome, n in sorted(p.callbacks.items()):
+            out.append(f"vidqueue_callbacks_total{_labels(provider=p.name, outcome=outcome)} {n}")
     for metric, text in HISTOGRAMS.items():
         out += _histogram(f"vidqueue_{metric}_seconds", text, snap.histograms.get(metric, {}))
     return "\n".join(out) + "\n"

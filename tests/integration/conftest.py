@@ -56,6 +56,11 @@ def idle_stack(live: LiveStack) -> LiveStack:
         gen_jitter_s=0.3,
         url_ttl_s=3600,
         video_bytes=262144,
+        callback_delay_s=0,
+        callback_loss_rate=0,
+        callback_dup_rate=0,
+        callback_reorder=False,
+        callback_bad_token=False,
     )
     live.sim("POST", "/_sim/reset")
     return live

@@ -105,6 +105,9 @@ def test_api_keys_stay_out_of_logs_task_arguments_flower_and_job_records(
 
 # Routes anyone may call: health and readiness, metrics (counts only), the API's own docs.
 OPEN_ROUTES = {"/healthz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+# Providers' callbacks carry no bearer token: the job's own token in the URL is checked instead
+# (a forged one is a 404 here; tests/integration/test_callbacks.py checks what it may change).
+CALLBACKS = "/v1/callbacks/"
 
 
 def _routes() -> list[tuple[str, str]]:
@@ -119,7 +122,7 @@ def _routes() -> list[tuple[str, str]]:
         served |= {(method.upper(), path) for method in operations}
     found = []
     for method, path in sorted(served):
-        if path in OPEN_ROUTES or method in ("HEAD", "OPTIONS"):
+        if path in OPEN_ROUTES or path.startswith(CALLBACKS) or method in ("HEAD", "OPTIONS"):
             continue
         found.append((method, path.replace("{job_id}", "j-1").replace("{video_id}", "v-1")))
     return found
@@ -137,6 +140,10 @@ def test_every_api_route_but_health_and_docs_needs_a_valid_token(live: LiveStack
             assert answer.status_code == 401, (method, path, headers, answer.text)
         answer = httpx.request(method, f"{live.api_url}{path}", headers=AUTH, timeout=10)
         assert answer.status_code != 401, (method, path)
+    # The callback route, open to providers, takes no bearer token as a key either
+    forged = f"{live.api_url}{CALLBACKS}kling_cb/j-1/forged"
+    for headers in ({}, AUTH):
+        assert httpx.post(forged, headers=headers, timeout=10).status_code == 404
 
 
 def test_flower_needs_basic_auth_and_listens_on_loopback_only(

@@ -35,6 +35,9 @@ Handler = Callable[[httpx.Request], httpx.Response]
 JOB_ID = "job-0f1e2d3c4b5a"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 PNG_URI = "data:image/png;base64," + base64.b64encode(PNG).decode()
+# vidqueue's callback URL: its last path segment is the job's token, a secret.
+CALLBACK_TOKEN = "Zk3v9QpLw0-Tn_5bYc2RxH8mJd4sAe7uFg1oKi6yWqE"
+CALLBACK_URL = f"https://vidqueue.example.com/v1/callbacks/p/{JOB_ID}/{CALLBACK_TOKEN}"
 # Transport failures after the request may have reached the provider, and before it could.
 MAYBE_SENT = (
     httpx.ReadTimeout("timed out"),
@@ -129,6 +132,9 @@ class Contract:
     cancels: bool = False
     reconciles: bool = False
     download_key: bool = False
+    # vidqueue's callback URL per spec: (spec fields, the JSON keys it lands under, or None).
+    callbacks: tuple[tuple[dict[str, Any], tuple[str, ...] | None], ...] = ()
+    callback_option: str | None = None  # the options key setting the provider's callback
     sim_path: str = ""
     sim_first: ProviderStatus = ProviderStatus.QUEUED  # what the simulator says first
     sim_failure: str = ""  # the error message of a task the simulator fails
@@ -171,9 +177,12 @@ class Contract:
         return JobSpec(**({"provider": self.kind, **self.spec_defaults} | fields))
 
     def submitted(self, job: JobSpec, **options: Any) -> httpx.Request:
-        """The one request a submit of ``job`` sends (answered with ``submit_ok``)."""
+        """The one request a submit of ``job`` sends (answered with ``submit_ok``); a
+        ``callback_url`` option goes to the submit, any other to the adapter."""
         sent: list[httpx.Request] = []
-        self.provider(answer(200, self.submit_ok), sent, **options).submit(JOB_ID, job, self.key)
+        callback = {key: options.pop(key) for key in ("callback_url",) if key in options}
+        provider = self.provider(answer(200, self.submit_ok), sent, **options)
+        provider.submit(JOB_ID, job, self.key, **callback)
         [request] = sent
         return request
 

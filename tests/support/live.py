@@ -97,7 +97,44 @@ min_poll_interval_s = 0.2
 max_poll_interval_s = 1.0
 timeout_s = 120
 request_timeout_s = 5
+
+# The same three kinds with provider callbacks armed (docs/callbacks.md): the simulator calls
+# back to the stack's API; a lost callback is covered by a safety poll 6 s apart.
+[providers.kling_cb]
+kind = "kling"
+base_url = "http://127.0.0.1:{sim_port}/kling"
+api_key_env = ["SIM_KLING_KEY"]
+max_in_flight = 3
+min_poll_interval_s = 0.2
+timeout_s = 120
+request_timeout_s = 5
+callback_base_url = "http://127.0.0.1:{api_port}"
+callback_safety_poll_s = 6
+
+[providers.ark_cb]
+kind = "ark"
+base_url = "http://127.0.0.1:{sim_port}/ark/api/v3"
+api_key_env = ["SIM_ARK_KEY"]
+max_in_flight = 3
+min_poll_interval_s = 0.2
+timeout_s = 120
+request_timeout_s = 5
+callback_base_url = "http://127.0.0.1:{api_port}"
+callback_safety_poll_s = 6
+
+[providers.gateway_cb]
+kind = "gateway"
+base_url = "http://127.0.0.1:{sim_port}/gateway"
+api_key_env = ["SIM_GATEWAY_KEY"]
+max_in_flight = 3
+min_poll_interval_s = 0.2
+timeout_s = 120
+request_timeout_s = 5
+callback_base_url = "http://127.0.0.1:{api_port}"
+callback_safety_poll_s = 6
 """
+CALLBACK_SECRET = "test-callback-secret"
+
 KEYS = {
     "SIM_ZHIPU_KEY": "sim-key-zhipu-test",
     "SIM_SOLO_KEY": "sim-key-solo-test",
@@ -155,7 +192,7 @@ def use_local_s3_credentials() -> None:
 def stack_settings(tmp: Path) -> Settings:
     redis_port, s3_port, sim_port, api_port, flower_port = free_ports(5)
     providers_file = tmp / "providers.toml"
-    providers_file.write_text(PROVIDERS_TOML.format(sim_port=sim_port))
+    providers_file.write_text(PROVIDERS_TOML.format(sim_port=sim_port, api_port=api_port))
     return Settings(
         redis_url=f"redis://127.0.0.1:{redis_port}/0",
         providers_file=str(providers_file),
@@ -163,6 +200,7 @@ def stack_settings(tmp: Path) -> Settings:
         s3_bucket="vidqueue-test",
         api_tokens=API_TOKEN,
         webhook_secret="whsec_" + "dGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQ=",
+        callback_secret=CALLBACK_SECRET,
         allow_private_callbacks=True,
         sweep_interval_s=1.0,
         sweep_grace_s=2.0,

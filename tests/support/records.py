@@ -18,4 +18,5 @@ RECORD_FIELDS = {
     "completed_at",
     "error",
     "result",
+    "callbacks_armed",
 }

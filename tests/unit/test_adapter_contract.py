@@ -11,14 +11,17 @@ so that the five adapter files hold only their own; split, the contract would be
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
 
 from tests.support.adapter_contract import (
+    CALLBACK_TOKEN,
+    CALLBACK_URL,
     GENERIC_STATUSES,
     JOB_ID,
     MAYBE_SENT,
@@ -32,7 +35,13 @@ from tests.support.adapter_contract import (
 )
 from tests.support.contracts import ark, gateway, kling, openai, zhipu
 from workers.domain import errors
-from workers.domain.errors import ConfigError, InvalidSpec, PermanentError, RetryableError
+from workers.domain.errors import (
+    ConfigError,
+    InvalidSpec,
+    PermanentError,
+    RetryableError,
+    VidqueueError,
+)
 from workers.domain.jobs import ProviderStatus
 from workers.providers import build, validator
 
@@ -301,6 +310,148 @@ def test_what_the_wire_format_allows_is_accepted(c: Contract, row: Any) -> None:
     validator(c.config())(c.spec(**({"prompt": "p"} | row)))
 
 
+# --- provider callbacks: vidqueue's URL, only where the wire format has a place for it ---------
+
+# The spec's own callback_url is the producer's webhook; options may set the provider's.
+PRODUCER_WEBHOOK = "https://producer.example.com/webhook"
+PRODUCER_PROVIDER_HOOK = "https://producer.example.com/provider-hook"
+CALLBACK_CASES = [
+    pytest.param(c, fields, at, id=f"{c.kind}-{i}-{fields.get('model', 'default')}")
+    for c in CONTRACTS
+    for i, (fields, at) in enumerate(c.callbacks)
+]
+by_callback = pytest.mark.parametrize(("c", "fields", "at"), CALLBACK_CASES)
+taking_callback = pytest.mark.parametrize(
+    ("c", "fields", "at"), [case for case in CALLBACK_CASES if case.values[2] is not None]
+)
+
+
+def dig(body: Any, at: tuple[str, ...]) -> Any:
+    for key in at:
+        body = body[key]
+    return body
+
+
+def without(body: dict[str, Any], at: tuple[str, ...]) -> dict[str, Any]:
+    """``body`` without the field at ``at``, and without its parent if that is left empty (a
+    metadata object holding only the callback is not sent at all without it)."""
+    *parents, last = at
+    del dig(body, tuple(parents))[last]
+    if parents and not dig(body, tuple(parents)):
+        del dig(body, tuple(parents[:-1]))[parents[-1]]
+    return body
+
+
+def leaks(text: str) -> bool:
+    """Whether ``text`` shows the callback token, or any 8-character piece of it."""
+    pieces = {CALLBACK_TOKEN[i : i + 8] for i in range(len(CALLBACK_TOKEN) - 7)}
+    return any(piece in text for piece in pieces)
+
+
+@by_callback
+def test_the_callback_url_is_sent_exactly_where_and_when_the_format_takes_it(
+    c: Contract, fields: dict[str, Any], at: tuple[str, ...] | None
+) -> None:
+    job = c.spec(**({"prompt": "p", "callback_url": PRODUCER_WEBHOOK} | fields))
+    assert c.provider(answer(200, {})).accepts_callback(job) is (at is not None)
+    content = c.submitted(job, callback_url=CALLBACK_URL).content
+    assert PRODUCER_WEBHOOK.encode() not in content  # the producer's webhook is never sent
+    if at is None:
+        assert CALLBACK_TOKEN.encode() not in content
+    else:
+        assert content.count(CALLBACK_TOKEN.encode()) == 1
+        assert dig(json.loads(content), at) == CALLBACK_URL
+
+
+@by_callback
+def test_without_a_callback_url_the_body_has_no_callback_and_is_otherwise_the_same(
+    c: Contract, fields: dict[str, Any], at: tuple[str, ...] | None
+) -> None:
+    job = c.spec(**({"prompt": "p"} | fields))
+    plain = c.submitted(job).content
+    assert c.submitted(job, callback_url=None).content == plain
+    assert b"callback" not in plain
+    armed = json.loads(c.submitted(job, callback_url=CALLBACK_URL).content)
+    assert (without(armed, at) if at else armed) == json.loads(plain)
+
+
+@taking_callback
+def test_a_producers_own_provider_callback_is_sent_only_without_vidqueues(
+    c: Contract, fields: dict[str, Any], at: tuple[str, ...]
+) -> None:
+    assert c.callback_option is not None
+    options = fields.get("options", {}) | {c.callback_option: PRODUCER_PROVIDER_HOOK}
+    job = c.spec(**({"prompt": "p"} | fields | {"options": options}))
+    # Without vidqueue's callback, the option lands where vidqueue's would have...
+    assert dig(json.loads(c.submitted(job).content), at) == PRODUCER_PROVIDER_HOOK
+    # ...with it, vidqueue's URL wins and the producer's is not sent at all.
+    content = c.submitted(job, callback_url=CALLBACK_URL).content
+    assert dig(json.loads(content), at) == CALLBACK_URL
+    assert PRODUCER_PROVIDER_HOOK.encode() not in content
+
+
+@by_callback
+def test_producer_callback_field_names_the_option_setting_the_providers_callback(
+    c: Contract, fields: dict[str, Any], at: tuple[str, ...] | None
+) -> None:
+    provider = c.provider(answer(200, {}))
+    plain = c.spec(**({"prompt": "p", "callback_url": PRODUCER_WEBHOOK} | fields))
+    assert provider.producer_callback_field(plain) is None  # the webhook is vidqueue's field
+    option = c.callback_option or "callback_url"
+    options = fields.get("options", {}) | {option: PRODUCER_PROVIDER_HOOK}
+    job = c.spec(**({"prompt": "p"} | fields | {"options": options}))
+    expected = f"options.{c.callback_option}" if c.callback_option else None
+    assert provider.producer_callback_field(job) == expected
+
+
+# How a provider might echo vidqueue's callback URL back in an error.
+ECHOES = {
+    "verbatim": f"bad callback_url {CALLBACK_URL}",
+    "json-escaped": "bad body " + json.dumps({"callback_url": CALLBACK_URL}).replace("/", "\\/"),
+    "percent-encoded": f"bad callback_url={quote(CALLBACK_URL, safe='')}",
+    "token-only": f"unreachable token {CALLBACK_TOKEN}",
+    # Long enough to be shortened, cut in the middle of the token unless redacted first.
+    "cut-mid-token": "x" * (320 - len(CALLBACK_URL)) + CALLBACK_URL,
+}
+
+
+def echoing(status: int, c: Contract, text: str) -> Any:
+    """Answers ``status`` with an error saying ``text`` and the whole request body."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        message = f"{text}; request was {request.content.decode()}"
+        return httpx.Response(status, json=c.error_body(None, message))
+
+    return handler
+
+
+@pytest.mark.parametrize("echo", ECHOES.values(), ids=ECHOES.keys())
+@pytest.mark.parametrize("status", [400, 500])
+@each
+def test_a_failed_submit_never_shows_the_callback_url(
+    c: Contract, status: int, echo: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fields, _ = c.callbacks[0]
+    provider = c.provider(echoing(status, c, echo))
+    with pytest.raises(VidqueueError) as caught:
+        provider.submit(
+            JOB_ID, c.spec(**({"prompt": "p"} | fields)), c.key, callback_url=CALLBACK_URL
+        )
+    shown = f"{caught.value} {caught.value.message!r} {caught.value!r}"
+    assert not leaks(shown) and not leaks(caplog.text)
+    assert "[redacted]" in shown and shown.startswith(f"{c.kind}: ")
+
+
+@rows(extra=(httpx.ReadTimeout, httpx.ConnectError))
+def test_a_submit_cut_off_never_shows_the_callback_url(c: Contract, row: Any) -> None:
+    failure = row(f"failed sending to {CALLBACK_URL}")
+    provider = c.provider(raising(failure))
+    with pytest.raises(VidqueueError) as caught:
+        provider.submit(JOB_ID, c.spec(prompt="p"), c.key, callback_url=CALLBACK_URL)
+    assert not leaks(str(caught.value)) and "[redacted]" in str(caught.value)
+
+
 # --- against the simulator ------------------------------------------------------------------
 
 
@@ -316,6 +467,16 @@ def test_the_adapter_and_the_simulator_speak_the_same_format(c: Contract) -> Non
         video = sim.client.get(done.video_url, headers=headers)
         expected = sim.client.get(f"/_sim/tasks/{task.id}/sha256").json()["video"]
         assert hashlib.sha256(video.content).hexdigest() == expected
+
+
+@by_callback
+def test_the_simulator_takes_a_submit_carrying_the_callback_url(
+    c: Contract, fields: dict[str, Any], at: tuple[str, ...] | None
+) -> None:
+    with simulated(c) as sim:
+        job = c.spec(**({"prompt": "p"} | fields))
+        task = sim.provider.submit(JOB_ID, job, c.sim_key, callback_url=CALLBACK_URL)
+        assert sim.provider.poll(task, c.sim_key).status is c.sim_first
 
 
 @each

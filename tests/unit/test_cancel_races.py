@@ -27,11 +27,11 @@ def test_a_cancel_requested_during_submit_is_carried_out_after_it(d: Any) -> Non
     endings.dispatch("sim", d)
     real_submit = d.provider("sim").submit
 
-    def submit_while_cancelled(*args: Any) -> Any:
+    def submit_while_cancelled(*args: Any, **kwargs: Any) -> Any:
         # When the producer cancels while the provider call is in flight
         assert d.store.fields("j1")["state"] == State.SUBMITTING
         assert cancelling.cancel("j1", d) == []
-        return real_submit(*args)
+        return real_submit(*args, **kwargs)
 
     d.provider("sim").submit = submit_while_cancelled
     steps = submit.submit("j1", d)

@@ -24,6 +24,8 @@ import pytest
 
 from config.providers import ApiKey
 from tests.support.adapter_contract import (
+    CALLBACK_TOKEN,
+    CALLBACK_URL,
     JOB_ID,
     PNG_URI,
     FakeClock,
@@ -187,6 +189,18 @@ def test_an_error_inside_a_200_never_shows_the_secret_key() -> None:
     with pytest.raises(PermanentError) as caught:
         C.provider(answer(200, body)).poll(T2V_TASK, KEY)
     assert SECRET not in caught.value.message and "[redacted]" in caught.value.message
+
+
+@pytest.mark.parametrize("code", [1201, f"bad:{CALLBACK_TOKEN}"])
+def test_an_error_inside_a_200_never_shows_the_callback_url(code: int | str) -> None:
+    """Kling's envelope errors (a non-zero ``code`` in a 200) are redacted like error answers,
+    their code too, should it echo the request."""
+    body = {"code": code, "message": f"callback_url {CALLBACK_URL} unreachable"}
+    with pytest.raises(PermanentError) as caught:
+        C.provider(answer(200, body)).submit(
+            JOB_ID, spec(prompt="p"), KEY, callback_url=CALLBACK_URL
+        )
+    assert CALLBACK_TOKEN not in str(caught.value) and "[redacted]" in str(caught.value)
 
 
 def test_an_unknown_nonzero_code_in_a_200_answer_is_a_protocol_error() -> None:

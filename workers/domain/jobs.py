@@ -173,6 +173,8 @@ class JobRecord(BaseModel):
     completed_at: str | None = None
     error: JobError | None = None
     result: dict[str, Any] | None = None
+    # Whether the provider was asked to call back on status changes (docs/callbacks.md).
+    callbacks_armed: bool = False
 
     @property
     def terminal(self) -> bool:

@@ -33,10 +33,12 @@ class Notify(StrEnum):
 
 class PollMode(StrEnum):
     """How the poll chain is spaced: ``steady`` once the first poll was learned from the
-    model's recent generation times, ``backoff`` while nothing is known about the model."""
+    model's recent generation times, ``backoff`` while nothing is known about the model,
+    ``safety`` when the provider calls back (its callbacks are armed: docs/callbacks.md)."""
 
     STEADY = "steady"
     BACKOFF = "backoff"
+    SAFETY = "safety"
 
 
 DueKind = Literal["send", "resend", "check"]
@@ -168,6 +170,7 @@ class JobRow:
             completed_at=self.completed_at,
             error=self.error,
             result=self.result,
+            callbacks_armed=self.poll_mode == PollMode.SAFETY,
         )
 
 

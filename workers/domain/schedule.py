@@ -46,6 +46,14 @@ def first_poll(config: ProviderConfig, durations: list[float] | None = None) -> 
     return min(MAX_COUNTDOWN_S, floor)
 
 
+def safety_poll(config: ProviderConfig, rng: random.Random | None = None) -> float:
+    """The next poll of a job whose provider calls back (docs/callbacks.md): a callback brings
+    it forward, so this one only bounds what a lost callback costs. Spread over [90 %, 100 %]
+    of ``callback_safety_poll_s``, like steady polls."""
+    spread = (rng or random).uniform(1 - STEADY_JITTER, 1.0)
+    return min(MAX_COUNTDOWN_S, config.callback_safety_poll_s * spread)
+
+
 def next_poll(
     config: ProviderConfig,
     polls_done: int,

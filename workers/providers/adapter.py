@@ -6,6 +6,8 @@ through ``workers.providers.http.JsonApi`` so that every failure is translated a
 once. A subclass says only what differs on the wire:
 
 - where: ``submit_request`` (path, body, what a later poll needs) and ``poll_route``;
+- callbacks: ``accepts_callback`` (whether the submit carries vidqueue's callback URL) and
+  ``callback_option`` (the ``spec.options`` key by which a producer sets the provider's own);
 - who: ``headers`` (auth) and ``secret`` (what error messages must never show);
 - errors: ``business`` (the provider's own error codes; the generic status rules take the rest)
   and ``body_failure`` (an error a 2xx answer carries in its body);
@@ -50,6 +52,7 @@ from workers.providers.http import (
     classify,
     redact,
     under_base_url,
+    url_secrets,
 )
 from workers.providers.jwt import TokenCache
 
@@ -89,6 +92,8 @@ class JsonAdapter(ABC):
     finish_in_millis: ClassVar[bool] = False
     # True where results are served behind the key, below the provider's own base URL.
     download_needs_key: ClassVar[bool] = False
+    # The ``spec.options`` key by which a producer sets the provider's callback URL itself.
+    callback_option: ClassVar[str | None] = None
 
     def __init__(self, config: ProviderConfig, client: httpx.Client) -> None:
         self.config = config
@@ -96,12 +101,16 @@ class JsonAdapter(ABC):
 
     # --- the flow ---------------------------------------------------------------------------
 
-    def submit(self, job_id: str, spec: JobSpec, key: ApiKey) -> ProviderTask:
+    def submit(
+        self, job_id: str, spec: JobSpec, key: ApiKey, *, callback_url: str | None = None
+    ) -> ProviderTask:
         """Validate, then create the task. A 2xx without a task id may still have created one,
-        so it is ``SubmitOutcomeUnknown``, never a plain error."""
+        so it is ``SubmitOutcomeUnknown``, never a plain error. ``callback_url`` (vidqueue's,
+        secret-bearing) goes where the format has a place for it, and into no error message."""
         self.validate(spec)
-        request = self.submit_request(job_id, spec)
-        _, payload = self.call("POST", request.path, key, submitting=True, **request.content)
+        request = self.submit_request(job_id, spec, callback_url)
+        content, hidden = request.content, url_secrets(callback_url)
+        _, payload = self.call("POST", request.path, key, submitting=True, hidden=hidden, **content)
         task_id = self.task_id(payload)
         if task_id is None:
             raise SubmitOutcomeUnknown(f"{self.config.name}: {self.no_task_id}")
@@ -122,6 +131,17 @@ class JsonAdapter(ABC):
         """The format cannot find a task by the job id a lost submit carried."""
         return None
 
+    def accepts_callback(self, spec: JobSpec) -> bool:
+        """True exactly when ``submit(..., callback_url=…)`` puts the URL in the request; the
+        default: the format has no callback."""
+        return False
+
+    def producer_callback_field(self, spec: JobSpec) -> str | None:
+        """The spec field by which ``spec`` already sets the provider's callback URL itself
+        (``options.callback_url``), if it does; None where it does not, or cannot."""
+        option = self.callback_option
+        return f"options.{option}" if option is not None and option in spec.options else None
+
     def download_headers(self, url: str, key: ApiKey) -> dict[str, str]:
         """The key only where results sit behind it, and only below this provider's own base
         URL: a public result URL, or any other host, must never see it."""
@@ -130,11 +150,18 @@ class JsonAdapter(ABC):
         return {}
 
     def call(
-        self, method: str, path: str, key: ApiKey, *, submitting: bool, **request: Any
+        self,
+        method: str,
+        path: str,
+        key: ApiKey,
+        *,
+        submitting: bool,
+        hidden: tuple[str, ...] = (),
+        **request: Any,
     ) -> tuple[httpx.Response, dict[str, Any]]:
         """A 2xx answer below the base URL and its JSON object; any failure raised, translated
-        (by ``JsonApi``, or from the body of a 2xx), with the secret redacted."""
-        secret = self.secret(key)
+        (by ``JsonApi``, or from the body of a 2xx), with the secret and ``hidden`` redacted."""
+        secret = (self.secret(key), *hidden)
         business: BusinessCodes = partial(self.business, submitting=submitting)
         response, payload = self._api.call(
             method,
@@ -147,7 +174,9 @@ class JsonAdapter(ABC):
         )
         failure = self.body_failure(response, payload)
         if failure is not None:
-            raise classify(replace(failure, message=redact(failure.message, secret)), business)
+            code = None if failure.code is None else redact(failure.code, secret)
+            redacted = replace(failure, code=code, message=redact(failure.message, secret))
+            raise classify(redacted, business)
         return response, payload
 
     def poll_result(
@@ -199,8 +228,9 @@ class JsonAdapter(ABC):
         """Raise ``InvalidSpec`` naming the field (the module's rules, shared with the producer)."""
 
     @abstractmethod
-    def submit_request(self, job_id: str, spec: JobSpec) -> SubmitRequest:
-        """The submit for a spec already validated."""
+    def submit_request(self, job_id: str, spec: JobSpec, callback_url: str | None) -> SubmitRequest:
+        """The submit for a spec already validated; ``callback_url`` goes where the format has a
+        place for it (and wins over ``spec.options``), and nowhere when it is None."""
 
     @abstractmethod
     def failure(self, answer: dict[str, Any], raw: str) -> tuple[str, str]:

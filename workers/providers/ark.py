@@ -4,8 +4,9 @@ Wire format: docs/wire-formats.md §4. A submit body has no request-id field, so
 outcome is unknown can never be re-sent safely nor matched to the task it may have created
 (``idempotent_submit`` is False, ``reconcile`` finds nothing). Provider-specific fields come from
 ``spec.options`` under their wire names; ``spec.callback_url`` is vidqueue's own webhook for the
-producer and is never handed to Ark (``options.callback_url`` is). What a spec may hold, and the
-submit built from it: ``workers.providers.ark_spec``.
+producer and is never handed to Ark (``options.callback_url`` is). vidqueue's provider callback
+(``submit(..., callback_url=…)``) goes out as ``callback_url``, over ``options.callback_url``.
+What a spec may hold, and the submit built from it: ``workers.providers.ark_spec``.
 """
 
 from __future__ import annotations
@@ -74,10 +75,16 @@ class ArkProvider(JsonAdapter):
     statuses = _STATUSES
     no_video = "succeeded without a video_url"
     finish_field = "updated_at"
+    callback_option = "callback_url"
 
-    def submit_request(self, job_id: str, spec: JobSpec) -> SubmitRequest:
+    def submit_request(self, job_id: str, spec: JobSpec, callback_url: str | None) -> SubmitRequest:
         """``job_id`` is not sent: Ark has no field to carry it."""
-        return SubmitRequest("/contents/generations/tasks", {"json": request_body(spec)})
+        body = request_body(spec, callback_url)
+        return SubmitRequest("/contents/generations/tasks", {"json": body})
+
+    def accepts_callback(self, spec: JobSpec) -> bool:
+        """Every Seedance model takes ``callback_url``."""
+        return True
 
     def business(self, failure: HttpFailure, *, submitting: bool) -> VidqueueError | None:
         """Ark's codes mean the same on a submit and on a poll."""

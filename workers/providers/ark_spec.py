@@ -113,8 +113,9 @@ def _check_model_inputs(spec: JobSpec) -> None:
         raise InvalidSpec("image", f"{spec.model} is image-to-video and needs an image")
 
 
-def request_body(spec: JobSpec) -> dict[str, Any]:
-    """The submit body; fields the spec leaves unset are left out (Ark's defaults apply)."""
+def request_body(spec: JobSpec, callback_url: str | None = None) -> dict[str, Any]:
+    """The submit body; fields the spec leaves unset are left out (Ark's defaults apply).
+    vidqueue's ``callback_url`` goes out as ``callback_url``, over any in ``spec.options``."""
     content: list[dict[str, Any]] = []
     if spec.prompt and spec.prompt.strip():
         content.append({"type": "text", "text": spec.prompt})
@@ -124,4 +125,6 @@ def request_body(spec: JobSpec) -> dict[str, Any]:
     fields = {"duration": spec.duration, "seed": spec.seed, "generate_audio": spec.with_audio}
     body.update({name: value for name, value in fields.items() if value is not None})
     body.update({key: value for key, value in spec.options.items() if key != "image_roles"})
+    if callback_url is not None:
+        body["callback_url"] = callback_url
     return body

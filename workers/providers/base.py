@@ -59,8 +59,20 @@ class VideoProvider(Protocol):
     def validate(self, spec: JobSpec) -> None:
         """Raise ``InvalidSpec`` naming the field when the model cannot take this spec."""
 
-    def submit(self, job_id: str, spec: JobSpec, key: ApiKey) -> ProviderTask:
-        """Create the provider task. The job id is sent as the request / idempotency id."""
+    def submit(
+        self, job_id: str, spec: JobSpec, key: ApiKey, *, callback_url: str | None = None
+    ) -> ProviderTask:
+        """Create the provider task. The job id is sent as the request / idempotency id.
+        ``callback_url``, vidqueue's own (a hint to poll now), is sent only where
+        ``accepts_callback``; with None the request is what it was without callbacks. It bears a
+        per-job token: no error message or log line ever shows it."""
+
+    def accepts_callback(self, spec: JobSpec) -> bool:
+        """True exactly when ``submit(..., callback_url=…)`` puts the URL in the request."""
+
+    def producer_callback_field(self, spec: JobSpec) -> str | None:
+        """The spec field by which ``spec`` already sets the provider's callback URL itself
+        (e.g. ``options.callback_url``), if it does; else None. Only reported, never refused."""
 
     def poll(self, task: ProviderTask, key: ApiKey) -> PollResult:
         """Fetch the task's status, normalised."""

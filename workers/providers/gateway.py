@@ -5,6 +5,8 @@ Wire format: docs/wire-formats.md §3, the generic routes ``POST /v1/video/gener
 spec's ``options`` go into ``metadata``, which the gateway merges into the vendor's own body, so
 they are checked against that vendor's fields. The gateway takes no idempotency id of its own,
 so ``idempotent_submit`` is False; for Kling the job id goes upstream as ``external_task_id``.
+vidqueue's callback URL goes as ``metadata.callback_url``, only to the families whose vendor
+body reads it (Kling, Vidu, Doubao); a producer's own would be ``options.callback_url``.
 
 Result URLs are usually the vendor's (public, expiring); older builds put the URL in
 ``fail_reason``; failing both, the gateway's own ``/v1/videos/{task_id}/content`` proxy serves
@@ -31,7 +33,7 @@ from workers.domain.errors import (
 from workers.domain.jobs import JobSpec, ProviderStatus
 from workers.providers.adapter import JsonAdapter, SubmitRequest, text
 from workers.providers.base import ProviderTask, VideoProvider
-from workers.providers.gateway_spec import request_body, validate
+from workers.providers.gateway_spec import accepts_callback, request_body, validate
 from workers.providers.http import HttpFailure, redact
 
 logger = logging.getLogger("vidqueue.providers.gateway")
@@ -118,14 +120,18 @@ class GatewayProvider(JsonAdapter):
 
     validate = staticmethod(validate)
     business = staticmethod(classify)
+    accepts_callback = staticmethod(accepts_callback)
     log = logger
     poll_route = "/v1/video/generations/{id}"
     statuses = _STATUSES
     finish_field = "finish_time"
     download_needs_key = True
+    # Options become `metadata`, merged into the vendor's body: this key sets its callback.
+    callback_option = "callback_url"
 
-    def submit_request(self, job_id: str, spec: JobSpec) -> SubmitRequest:
-        return SubmitRequest("/v1/video/generations", {"json": request_body(job_id, spec)})
+    def submit_request(self, job_id: str, spec: JobSpec, callback_url: str | None) -> SubmitRequest:
+        body = request_body(job_id, spec, callback_url)
+        return SubmitRequest("/v1/video/generations", {"json": body})
 
     def task_id(self, payload: dict[str, Any]) -> str | None:
         """``task_id``, else ``id``, of either the envelope's TaskDto or the flat answer."""

@@ -43,6 +43,10 @@ METADATA_KEYS: Final[dict[str, frozenset[str]]] = {
     ),
     "sora": frozenset(),
 }
+# The families whose vendor body reads `metadata.callback_url`: where vidqueue's callback goes.
+CALLBACK_FAMILIES: Final = frozenset(
+    name for name, keys in METADATA_KEYS.items() if "callback_url" in keys
+)
 # Spec fields that become a metadata key, and the families that read it.
 SPEC_METADATA: Final = {
     "negative_prompt": ("negative_prompt", ("kling",)),
@@ -58,6 +62,11 @@ def family(model: str) -> str:
     """The vendor family of a gateway model name, or "" when it is not one vidqueue knows."""
     lowered = model.lower()
     return next((name for prefix, name in FAMILIES if lowered.startswith(prefix)), "")
+
+
+def accepts_callback(spec: JobSpec) -> bool:
+    """True where the model's vendor reads ``metadata.callback_url`` (Kling, Vidu, Doubao)."""
+    return family(spec.model) in CALLBACK_FAMILIES
 
 
 def validate(spec: JobSpec) -> None:
@@ -102,8 +111,10 @@ def _check_options(spec: JobSpec, fam: str) -> None:
             raise InvalidSpec(where, f"{fam} models take only metadata {known}")
 
 
-def request_body(job_id: str, spec: JobSpec) -> dict[str, Any]:
-    """The submit body: the generic fields, and everything vendor-specific in ``metadata``."""
+def request_body(job_id: str, spec: JobSpec, callback_url: str | None = None) -> dict[str, Any]:
+    """The submit body: the generic fields, and everything vendor-specific in ``metadata``;
+    vidqueue's ``callback_url`` as ``metadata.callback_url`` (over ``options.callback_url``),
+    only for the families that read it."""
     fam = family(spec.model)
     body: dict[str, Any] = {"model": spec.model, "prompt": spec.prompt}
     metadata: dict[str, Any] = dict(spec.options)
@@ -128,6 +139,8 @@ def request_body(job_id: str, spec: JobSpec) -> dict[str, Any]:
             metadata[key] = getattr(spec, name)
     if fam == "kling":
         metadata["external_task_id"] = job_id
+    if callback_url is not None and fam in CALLBACK_FAMILIES:
+        metadata["callback_url"] = callback_url
     if metadata:
         body["metadata"] = metadata
     return body

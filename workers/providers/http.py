@@ -11,8 +11,9 @@ Two questions decide what a failed call means:
   body. Adapters pass a ``BusinessCodes`` hook that classifies the codes they know; anything it
   leaves alone gets the generic status-code classification below.
 
-Messages carry the provider's name, its code and its message, never the API key: callers pass the
-secret in so it can be redacted should a provider echo it back. Adapters send through ``JsonApi``,
+Messages carry the provider's name, its code and its message, never the API key nor vidqueue's
+callback URL: callers pass the secrets in (``Secrets``; ``url_secrets`` for a secret-bearing URL)
+so they can be redacted should a provider echo them back. Adapters send through ``JsonApi``,
 which applies all of this to every call; ``under_base_url`` keeps a key on its provider's host.
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 import httpx
 
@@ -55,6 +56,8 @@ NOT_SENT: Final = (
 MAX_MESSAGE_CHARS: Final = 300
 REDACTED: Final = "[redacted]"
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# What error messages must never show: one secret (an API key) or several.
+Secrets = str | tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -79,21 +82,22 @@ BusinessCodes = Callable[[HttpFailure], VidqueueError | None]
 
 
 @contextmanager
-def transport_errors(provider: str, *, submitting: bool) -> Iterator[None]:
+def transport_errors(provider: str, *, submitting: bool, secret: Secrets = "") -> Iterator[None]:
     """Translate httpx's request errors; ``submitting`` marks a call that may create a task."""
     try:
         yield
     except NOT_SENT as exc:
         raise RetryableError(
-            f"{provider}: request not sent: {_describe(exc)}", code=PROVIDER_UNAVAILABLE
+            f"{provider}: request not sent: {_describe(exc, secret)}", code=PROVIDER_UNAVAILABLE
         ) from exc
     except httpx.RequestError as exc:
+        detail = _describe(exc, secret)
         if submitting:
             raise SubmitOutcomeUnknown(
-                f"{provider}: no answer to a submit that was sent ({_describe(exc)}); "
+                f"{provider}: no answer to a submit that was sent ({detail}); "
                 "the provider may have accepted it"
             ) from exc
-        raise RetryableError(f"{provider}: {_describe(exc)}", code=PROVIDER_UNAVAILABLE) from exc
+        raise RetryableError(f"{provider}: {detail}", code=PROVIDER_UNAVAILABLE) from exc
 
 
 def raise_for_status(
@@ -101,7 +105,7 @@ def raise_for_status(
     provider: str,
     *,
     business: BusinessCodes | None = None,
-    secret: str = "",
+    secret: Secrets = "",
 ) -> None:
     """Raise the classified error unless the response is a 2xx."""
     if response.is_success:
@@ -110,13 +114,15 @@ def raise_for_status(
     raise classify(failure, business)
 
 
-def parse_failure(response: httpx.Response, provider: str, *, secret: str = "") -> HttpFailure:
+def parse_failure(response: httpx.Response, provider: str, *, secret: Secrets = "") -> HttpFailure:
+    """The answer's code and message, the secrets redacted before the message is shortened (a
+    secret cut in two by the shortening would no longer match, and half of it would show)."""
     code, message = _error_body(response)
     return HttpFailure(
         provider=provider,
         status=response.status_code,
-        code=code,
-        message=redact(message, secret),
+        code=None if code is None else redact(code, secret),
+        message=_shorten(redact(message, secret)),
         retry_after_s=retry_after_s(response.headers),
     )
 
@@ -176,9 +182,11 @@ class JsonApi:
     client: httpx.Client
     timeout: httpx.Timeout
 
-    def send(self, method: str, url: str, *, submitting: bool, **request: Any) -> httpx.Response:
+    def send(
+        self, method: str, url: str, *, submitting: bool, secret: Secrets = "", **request: Any
+    ) -> httpx.Response:
         """The answer, whatever its status: only transport errors are raised (translated)."""
-        with transport_errors(self.provider, submitting=submitting):
+        with transport_errors(self.provider, submitting=submitting, secret=secret):
             return self.client.request(method, url, timeout=self.timeout, **request)
 
     def call(
@@ -186,7 +194,7 @@ class JsonApi:
         method: str,
         url: str,
         *,
-        secret: str,
+        secret: Secrets,
         submitting: bool,
         business: BusinessCodes | None = None,
         **request: Any,
@@ -194,15 +202,33 @@ class JsonApi:
         """A 2xx answer and its JSON object body; any other answer raised, classified.
 
         ``request`` goes to httpx as it is (``headers=``, ``json=``, ``data=``/``files=``,
-        ``params=``); ``secret`` is redacted from error messages.
+        ``params=``); ``secret`` (one or several) is redacted from error messages.
         """
-        response = self.send(method, url, submitting=submitting, **request)
+        response = self.send(method, url, submitting=submitting, secret=secret, **request)
         raise_for_status(response, self.provider, business=business, secret=secret)
         return response, json_object(response, self.provider, submitting=submitting)
 
 
-def redact(text: str, secret: str) -> str:
-    return text.replace(secret, REDACTED) if secret else text
+def redact(text: str, secret: Secrets) -> str:
+    """``text`` with every non-empty secret replaced, the longest first (a URL before its token)."""
+    secrets = (secret,) if isinstance(secret, str) else secret
+    for value in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def url_secrets(url: str | None) -> tuple[str, ...]:
+    """What must be hidden of a secret-bearing URL (vidqueue's callback URL, whose last path
+    segment is a per-job token): the URL as sent and percent-encoded, and the token alone, which
+    still matches where an echo escapes or re-encodes the rest (``https:\\/\\/…``)."""
+    if not url:
+        return ()
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        path = ""
+    token = path.rstrip("/").rpartition("/")[2]
+    return tuple(value for value in (url, quote(url, safe=""), token) if value)
 
 
 def under_base_url(url: str, base_url: str) -> bool:
@@ -237,14 +263,14 @@ def _error_body(response: httpx.Response) -> tuple[str | None, str]:
     if isinstance(body, dict):
         inner = body.get("error")
         if isinstance(inner, str) and inner.strip():
-            return None, _shorten(inner)
+            return None, inner
         envelope = inner if isinstance(inner, dict) else body
         code = envelope.get("code")
         message = envelope.get("message") or envelope.get("msg")
         if isinstance(message, str) and message.strip():
-            return _code_text(code), _shorten(message)
-        return _code_text(code), _shorten(response.reason_phrase or "error")
-    return None, _shorten(response.text or response.reason_phrase or "error")
+            return _code_text(code), message
+        return _code_text(code), response.reason_phrase or "error"
+    return None, response.text or response.reason_phrase or "error"
 
 
 def _code_text(code: object) -> str | None:
@@ -261,7 +287,7 @@ def _shorten(text: str) -> str:
     return flat if len(flat) <= MAX_MESSAGE_CHARS else flat[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
-def _describe(exc: httpx.RequestError) -> str:
-    detail = str(exc).strip()
+def _describe(exc: httpx.RequestError, secret: Secrets = "") -> str:
+    detail = redact(str(exc), secret).strip()
     name = type(exc).__name__
     return f"{name}: {detail}" if detail else name

@@ -8,9 +8,10 @@ SecretKey; the key variable holds ``ACCESS_KEY:SECRET_KEY``. A job without an im
 The job id always goes out as ``external_task_id``. Whether Kling refuses a repeated one is
 unconfirmed, so a submit whose outcome is unknown is never re-sent (``idempotent_submit`` is
 False); ``reconcile`` looks the task up by that id instead. Provider fields come from
-``spec.options`` under their wire names; ``spec.callback_url`` is vidqueue's own webhook and is
-never handed to Kling. What a spec may hold, and the submit built from it:
-``workers.providers.kling_spec``.
+``spec.options`` under their wire names; ``spec.callback_url`` is the producer's webhook and is
+never handed to Kling. vidqueue's own callback URL (``submit(..., callback_url=…)``) goes out as
+``callback_url``, over a producer's ``options.callback_url``. What a spec may hold, and the
+submit built from it: ``workers.providers.kling_spec``.
 """
 
 from __future__ import annotations
@@ -113,12 +114,17 @@ class KlingProvider(SigningAdapter):
     finish_field = "updated_at"
     finish_in_millis = True
     token_refresh_s = TOKEN_REFRESH_S
+    callback_option = "callback_url"
 
-    def submit_request(self, job_id: str, spec: JobSpec) -> SubmitRequest:
+    def submit_request(self, job_id: str, spec: JobSpec, callback_url: str | None) -> SubmitRequest:
         """To the spec's family, which the task keeps: it can only be polled there."""
         family = family_of(spec)
-        body = {"json": request_body(job_id, spec)}
+        body = {"json": request_body(job_id, spec, callback_url)}
         return SubmitRequest(f"/v1/videos/{family}", body, extra={"family": family})
+
+    def accepts_callback(self, spec: JobSpec) -> bool:
+        """Both families take ``callback_url``."""
+        return True
 
     def poll_path(self, task: ProviderTask) -> str:
         """Under the family the task was created in: the only place it can be found."""

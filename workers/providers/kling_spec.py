@@ -3,7 +3,7 @@
 Rules only, no HTTP: the producer checks specs with them at enqueue time (docs/wire-formats.md §5).
 A job without an image goes to the ``text2video`` family, one with images to ``image2video``.
 Provider fields come from ``spec.options`` under their wire names; the job id always goes out as
-``external_task_id``.
+``external_task_id``, and vidqueue's own callback URL, when it arms one, as ``callback_url``.
 """
 
 from __future__ import annotations
@@ -137,8 +137,9 @@ def _check_camera(value: object) -> None:
         raise InvalidSpec(f"{field}.config", "type simple moves along exactly one non-zero axis")
 
 
-def request_body(job_id: str, spec: JobSpec) -> dict[str, Any]:
-    """The submit body; fields the spec leaves unset are left out (Kling's defaults apply)."""
+def request_body(job_id: str, spec: JobSpec, callback_url: str | None = None) -> dict[str, Any]:
+    """The submit body; fields the spec leaves unset are left out (Kling's defaults apply).
+    vidqueue's ``callback_url`` goes out as ``callback_url``, over any in ``spec.options``."""
     images = [_raw_base64(image) for image in spec.images]
     sound = None
     if spec.with_audio is not None and spec.model in SOUND_MODELS:
@@ -154,6 +155,8 @@ def request_body(job_id: str, spec: JobSpec) -> dict[str, Any]:
     }
     body = {name: value for name, value in fields.items() if value is not None}
     body.update(spec.options)
+    if callback_url is not None:
+        body["callback_url"] = callback_url
     body["external_task_id"] = job_id
     return body
 

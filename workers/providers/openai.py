@@ -89,10 +89,11 @@ class OpenAIProvider(JsonAdapter):
     finish_field = "completed_at"
     download_needs_key = True
 
-    def submit_request(self, job_id: str, spec: JobSpec) -> SubmitRequest:
+    def submit_request(self, job_id: str, spec: JobSpec, callback_url: str | None) -> SubmitRequest:
         """JSON without an image or with an image URL; multipart with a ``data:`` image.
 
-        ``job_id`` cannot be sent: the endpoint has no request id or metadata field.
+        ``job_id`` and ``callback_url`` cannot be sent: the endpoint has no request id, metadata
+        or callback field.
         """
         return SubmitRequest("/videos", request_content(spec))
 

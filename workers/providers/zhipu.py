@@ -96,7 +96,8 @@ class ZhipuProvider(SigningAdapter):
     no_video = "reported SUCCESS without a video url"
     token_refresh_s = TOKEN_REFRESH_S
 
-    def submit_request(self, job_id: str, spec: JobSpec) -> SubmitRequest:
+    def submit_request(self, job_id: str, spec: JobSpec, callback_url: str | None) -> SubmitRequest:
+        """``callback_url`` is not sent: Zhipu's format has no callback."""
         return SubmitRequest("/videos/generations", {"json": request_body(job_id, spec)})
 
     def task_id(self, payload: dict[str, Any]) -> str | None:

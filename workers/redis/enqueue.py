@@ -26,7 +26,7 @@ from workers.redis.enqueue_scripts import CREATE, CreateArgs
 _TAIL: Final = (
     ',"provider_task_id":null,"attempts":0,"polls":0,"created_at":"{created_at}",'
     '"submitted_at":null,"provider_finished_at":null,"completed_at":null,"error":null,'
-    '"result":null}}'
+    '"result":null,"callbacks_armed":false}}'
 )
 
 

@@ -23,6 +23,7 @@ Layout (all under ``vq:``):
 - ``vq:hist:{metric}``       hash   histogram buckets, sum and count for /metrics
 - ``vq:due``                 zset   job id → when its step is to be published (a scheduled
   step) or checked (a sent or claimed one), ms: the due pollers' list (``workers.steps.due``)
+- ``vq:callbacks:{provider}`` hash  provider callbacks received, by outcome (for /metrics)
 
 This module is the only place a key name is spelled. The Lua scripts (``store_scripts``,
 ``gate_scripts``, ``enqueue_scripts``, ``limiter``) get every key they can be told in advance in
@@ -145,6 +146,10 @@ def histogram(metric: str) -> str:
 
 def gate(provider: str, key_id: str) -> str:
     return f"{PREFIX}:gate:{provider}:{key_id}"
+
+
+def callbacks(provider: str) -> str:
+    return f"{PREFIX}:callbacks:{provider}"
 
 
 def due() -> str:

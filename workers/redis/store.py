@@ -73,6 +73,7 @@ class Store:
         self._resend = client.register_script(store_scripts.RESEND)
         self._prune = client.register_script(store_scripts.PRUNE)
         self._take_due = client.register_script(store_scripts.TAKE_DUE)
+        self._hasten = client.register_script(store_scripts.HASTEN)
         self._creator: Creator | None = None
 
     # -- creating and reading -------------------------------------------------------------
@@ -169,6 +170,25 @@ class Store:
             return str(step_ms), str(step_ms or self.grace_ms)
         return ("-", "") if clear else ("", "")
 
+    def hasten(self, job_id: str, provider: str, *, min_gap_s: float, working: bool) -> str:
+        """A provider's callback for the job: mark its next poll sent now, when it waits on its
+        safety schedule (``store_scripts.HASTEN``); the caller then publishes it. Returns the
+        outcome, counted per provider ('hastened', or why not)."""
+        script_keys = [keys.job(job_id), keys.due(), keys.callbacks(provider)]
+        gap_ms = int(min_gap_s * 1000)
+        argv: list[str | int] = [job_id, provider, gap_ms, self.grace_ms]
+        argv.append("working" if working else "")
+        outcome: bytes = self._hasten(keys=script_keys, args=argv)
+        return outcome.decode()
+
+    def count_callback(self, provider: str, outcome: str) -> None:
+        """Count a callback refused before it reached a job (a bad token, too many)."""
+        self.redis.hincrby(keys.callbacks(provider), outcome, 1)
+
+    def callback_counts(self, provider: str) -> dict[str, int]:
+        raw: dict[bytes, bytes] = self.redis.hgetall(keys.callbacks(provider))  # type: ignore[assignment]
+        return {k.decode(): int(v) for k, v in raw.items()}
+
     def claim(self, job_id: str, allowed: Iterable[State], *, lease_s: float) -> Claim:
         """Take the job's current step, so that a duplicate copy of the step does nothing."""
         lease_ms = int(lease_s * 1000)
@@ -246,4 +266,5 @@ def record_from(fields: Mapping[str, str]) -> JobRecord:
         data["error"] = JobError.model_validate_json(fields["error"])
     if fields.get("result"):
         data["result"] = json.loads(fields["result"])
+    data["callbacks_armed"] = fields.get("poll_mode") == "safety"
     return JobRecord.model_validate(data)

@@ -114,6 +114,44 @@ return out
 """
 )
 
+# A provider's callback for a job whose callbacks are armed (poll_mode 'safety'): publish its
+# next poll now instead of at its safety time (docs/callbacks.md). Only a poll that waits on
+# its schedule is brought forward: one whose message is out ('sent') or that a worker runs
+# (claimed: its due time is its lease's end plus the grace, not its step time) is left alone,
+# so no second poll chain starts. At most one hastening per min gap (replays).
+# KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = the provider's callback counters hash.
+# ARGV[1] = job id, ARGV[2] = provider (the callback's), ARGV[3] = min gap ms, ARGV[4] = grace
+# ms (when the poll published now is checked), ARGV[5] = outcome counted when the body said
+# the task is still working ('' = poll now if we may).
+# Returns the outcome: 'hastened' (the caller publishes the poll now), or why not: 'unknown',
+# 'not_armed', 'finished', 'in_flight', 'too_soon', or ARGV[5].
+HASTEN: Final = (
+    NOW
+    + """
+local job_key, due_key, counts_key = KEYS[1], KEYS[2], KEYS[3]
+local job_id, provider, min_gap, grace = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local working = ARGV[5]
+local f = redis.call('HMGET', job_key, 'state', 'provider', 'poll_mode', 'at_provider', 'sent',
+  'step_until', 'hastened')
+local state, at_provider, sent = f[1], f[4], f[5]
+local outcome = 'hastened'
+if not state or f[2] ~= provider then outcome = 'unknown'
+elseif f[3] ~= 'safety' then outcome = 'not_armed'
+elseif not (state == 'running' or (state == 'cancelled' and at_provider == '1')) then
+  outcome = 'finished'
+elseif working ~= '' then outcome = working
+elseif sent or tonumber(redis.call('ZSCORE', due_key, job_id) or '-1') ~= tonumber(f[6] or '0')
+then outcome = 'in_flight'
+elseif now - tonumber(f[7] or '0') < min_gap then outcome = 'too_soon'
+else
+  redis.call('HSET', job_key, 'step_until', now, 'sent', now, 'hastened', now)
+  redis.call('ZADD', due_key, now + grace, job_id)
+end
+redis.call('HINCRBY', counts_key, outcome, 1)
+return outcome
+"""
+)
+
 # What a due poller needs to know of a job to publish (or skip) its step.
 DUE_FIELDS: Final = (
     "state",

@@ -61,17 +61,22 @@ def _ask(row: JobRow, config: ProviderConfig, remaining_s: float, d: Deps) -> li
     except PermanentError as exc:
         return _stop(row, exc, d)
     if result.status in (ProviderStatus.QUEUED, ProviderStatus.RUNNING):
-        delay = schedule.next_poll(
-            config,
-            polls,
-            hint_s=result.poll_after_s,
-            remaining_s=remaining_s,
-            steady=row.poll_mode == PollMode.STEADY,
-        )
-        return _poll_again(row.id, delay, d)
+        return _poll_again(row.id, _next(row, config, polls, result, remaining_s), d)
     if row.state == State.CANCELLED:
         return provider_let_go(row, d, f"provider {result.status} after cancel")
     return _finished(row, result, d)
+
+
+def _next(
+    row: JobRow, config: ProviderConfig, polls: int, result: PollResult, remaining_s: float
+) -> float:
+    """When to ask again: at the safety interval when the provider calls back, else by the
+    poll schedule (the provider's own hint honoured)."""
+    if row.poll_mode == PollMode.SAFETY:
+        return min(schedule.safety_poll(config), max(0.0, remaining_s))
+    steady = row.poll_mode == PollMode.STEADY
+    hint = result.poll_after_s
+    return schedule.next_poll(config, polls, hint_s=hint, remaining_s=remaining_s, steady=steady)
 
 
 def _stop(row: JobRow, exc: VidqueueError, d: Deps) -> list[Step]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import time
 
-from config.providers import ApiKey
+from config.providers import ApiKey, ProviderConfig
 from workers.deps import Deps
-from workers.domain import retry, schedule
+from workers.domain import callbacks, retry, schedule
 from workers.domain.change import Change
 from workers.domain.errors import (
     CONCURRENCY_LIMITED,
@@ -28,7 +28,7 @@ from workers.domain.errors import (
     Throttled,
     VidqueueError,
 )
-from workers.domain.jobs import State, now_iso, parse_iso
+from workers.domain.jobs import JobSpec, State, now_iso, parse_iso
 from workers.domain.messages import Step
 from workers.domain.row import JobRow, PollMode
 from workers.io import uploads
@@ -67,7 +67,7 @@ def _send(row: JobRow, provider: VideoProvider, key: ApiKey, d: Deps) -> list[St
     try:
         d.limiter.take(config, key.id)
         d.stats.count(config.name, key.id, "submit")
-        task = provider.submit(row.id, spec, key)
+        task = provider.submit(row.id, spec, key, callback_url=_callback_url(row, spec, d))
     except DuplicateSubmission as exc:
         return _outcome_unknown(row, d, exc.message)
     except SubmitOutcomeUnknown as exc:
@@ -131,10 +131,8 @@ def _back_off(row: JobRow, exc: RetryableError, d: Deps) -> list[Step]:
 def _submitted(row: JobRow, task: ProviderTask, d: Deps) -> list[Step]:
     """Persist the provider's task id before anything else, then schedule the first poll."""
     config = d.config(row.provider)
-    durations = d.recent_durations(config.name, row.model) if config.adaptive_polling else []
-    first = schedule.first_poll(config, durations)
+    first, mode = _first_poll(row, config, d)
     submitted_at = now_iso()
-    steady = len(durations) >= schedule.MIN_SAMPLES
     learned = Change(
         provider_task_id=task.id,
         task_extra=task.extra,
@@ -142,7 +140,7 @@ def _submitted(row: JobRow, task: ProviderTask, d: Deps) -> list[Step]:
         deadline_ms=int((time.time() + config.timeout_s) * 1000),
         at_provider=True,
         error=None,
-        poll_mode=PollMode.STEADY if steady else PollMode.BACKOFF,
+        poll_mode=mode,
     )
     from_states = (State.SUBMITTING, State.SUBMIT_UNKNOWN)
     if d.store.transition(
@@ -155,6 +153,33 @@ def _submitted(row: JobRow, task: ProviderTask, d: Deps) -> list[Step]:
     if d.store.transition(row.id, (State.CANCELLED,), None, step_s=first, change=learned):
         return [Step("poll", row.id, first)]
     return []
+
+
+def _callback_url(row: JobRow, spec: JobSpec, d: Deps) -> str | None:
+    """vidqueue's callback URL for this job, where callbacks are armed: a public base URL is
+    set (for the provider or globally) and the provider's wire format takes one for this
+    model (docs/callbacks.md). The same job always gets the same URL."""
+    if not _armed(row, spec, d):
+        return None
+    base = callbacks.base_url(d.config(row.provider), d.settings)
+    return callbacks.url(base, row.provider, row.id, d.settings.callback_secret)
+
+
+def _armed(row: JobRow, spec: JobSpec, d: Deps) -> bool:
+    config = d.config(row.provider)
+    if not callbacks.base_url(config, d.settings):
+        return False
+    return d.provider(row.provider).accepts_callback(spec)
+
+
+def _first_poll(row: JobRow, config: ProviderConfig, d: Deps) -> tuple[float, PollMode]:
+    """The first poll and how the chain is spaced: the safety interval when the provider
+    calls back, else learned from the model's recent durations (or the configured floor)."""
+    if _armed(row, row.spec, d):
+        return schedule.safety_poll(config), PollMode.SAFETY
+    durations = d.recent_durations(config.name, row.model) if config.adaptive_polling else []
+    steady = len(durations) >= schedule.MIN_SAMPLES
+    return schedule.first_poll(config, durations), PollMode.STEADY if steady else PollMode.BACKOFF
 
 
 def _submit_later(row: JobRow, exc: RetryableError, d: Deps) -> list[Step]:

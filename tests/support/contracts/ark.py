@@ -181,6 +181,11 @@ CONTRACT = C = Contract(
         {"model": "ep-20260101-abcd", "options": {"resolution": "480p"}},
     ),
     cancels=True,
+    callbacks=(
+        ({}, ("callback_url",)),
+        ({"model": "doubao-seedance-1-0-lite-i2v", "image": TWO}, ("callback_url",)),
+    ),
+    callback_option="callback_url",  # options are merged into the body
     sim_path="/ark/api/v3",
     sim_failure="ark: InternalServiceError: simulated failure",
     sim_over_limit=(errors.RATE_LIMITED, "RateLimitExceeded"),

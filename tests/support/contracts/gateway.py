@@ -163,6 +163,18 @@ CONTRACT = C = Contract(
         errors.INVALID_REQUEST,
     ),
     download_key=True,
+    # Options become `metadata`; only the Kling, Vidu and Doubao vendors read its callback_url.
+    callbacks=(
+        ({}, ("metadata", "callback_url")),  # kling-v1
+        ({"model": "kling-v2-1", "image": IMAGES}, ("metadata", "callback_url")),
+        ({"model": "viduq2"}, ("metadata", "callback_url")),
+        ({"model": SEEDANCE}, ("metadata", "callback_url")),  # doubao
+        ({"model": "seedance-1-0-lite"}, ("metadata", "callback_url")),  # doubao by prefix
+        ({"model": "jimeng_vgfm_t2v_l20"}, None),
+        ({"model": "sora-2"}, None),
+        ({"model": "hailuo-02"}, None),  # a family vidqueue does not know: passed through
+    ),
+    callback_option="callback_url",
     sim_path="/gateway",
     sim_failure="gateway: task failed: simulated generation failure",
     sim_over_limit=(errors.CONCURRENCY_LIMITED, "负载已饱和"),

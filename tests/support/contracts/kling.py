@@ -198,6 +198,11 @@ CONTRACT = C = Contract(
     sends_job_id=True,
     duplicate=(400, error_body(1201, "external_task_id already exists"), P, errors.INVALID_REQUEST),
     reconciles=True,
+    callbacks=(
+        ({}, ("callback_url",)),
+        ({"model": "kling-v1-5", "image": PNG_URI}, ("callback_url",)),  # image2video
+    ),
+    callback_option="callback_url",  # options are merged into the body
     sim_path="/kling",
     sim_failure="kling: the task failed: simulated failure: generation error",
     sim_over_limit=(errors.CONCURRENCY_LIMITED, "1303"),

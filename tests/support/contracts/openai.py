@@ -134,6 +134,7 @@ CONTRACT = C = Contract(
         {"image": PNG_URI, "size": "720x1280"},
     ),
     download_key=True,
+    callbacks=(({}, None), ({"model": "sora-2-pro", "image": "https://a/1.png"}, None)),
     sim_path="/openai/v1",
     sim_failure="openai: video_generation_failed: simulated generation failure",
     sim_over_limit=(errors.RATE_LIMITED, "rate_limit_exceeded"),

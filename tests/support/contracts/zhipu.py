@@ -144,6 +144,7 @@ CONTRACT = C = Contract(
         {"model": "viduq1-start-end", "image": [URL_1, URL_2]},
         {"model": "vidu2-reference", "image": [URL_1, URL_2]},
     ),
+    callbacks=(({}, None), ({"model": "viduq1-image", "image": URL_1}, None)),
     sim_path="/zhipu/api/paas/v4",
     sim_failure="zhipu: the task failed (task_status FAIL, no detail given)",
     sim_over_limit=(errors.CONCURRENCY_LIMITED, "1302"),
