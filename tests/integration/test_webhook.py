@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.live import LiveStack
+from workers.domain.errors import InvalidSpec
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -68,3 +69,37 @@ def test_a_finished_job_posts_a_signed_webhook(idle_stack: LiveStack, receiver: 
     assert event["type"] == "job.succeeded" and event["data"]["id"] == job.id
     assert event["data"]["result"]["video"]["key"].endswith(f"{job.id}/video.mp4")
     assert any(e["event"] == "webhook delivered" for e in live.client.events(job.id))
+
+
+def test_a_webhook_to_a_host_name_goes_to_its_checked_address_with_the_host_header(
+    idle_stack: LiveStack, receiver: str
+) -> None:
+    # Given a callback URL naming a host (localhost: loopback, allowed on the test stack)
+    live = idle_stack
+    url = receiver.replace("127.0.0.1", "localhost")
+    spec = {"provider": "zhipu", "model": "cogvideox-flash", "prompt": "x", "callback_url": url}
+    job = live.client.enqueue(spec)
+    live.wait_all([job.id])
+    deadline = time.monotonic() + 20
+    while not Receiver.received and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # Then the worker connected to the resolved address, and said which host it meant
+    [(headers, _)] = Receiver.received
+    assert headers["host"] == url.removeprefix("http://").removesuffix("/hook")
+    assert headers["connection"] == "close"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://224.0.0.1:9/hook", "http://0.0.0.0:9/hook", "http://[ff02::1]:9/hook"],
+)
+def test_private_callbacks_allowed_never_lets_multicast_or_unspecified_through(
+    idle_stack: LiveStack, url: str
+) -> None:
+    live = idle_stack
+    assert live.settings.allow_private_callbacks
+    spec = {"provider": "zhipu", "model": "cogvideox-flash", "prompt": "x", "callback_url": url}
+    with pytest.raises(InvalidSpec) as refused:
+        live.client.enqueue(spec)
+    assert refused.value.field == "callback_url"
+    assert "never allowed" in refused.value.message

@@ -11,7 +11,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from workers.domain.errors import TransitionNotAllowed
 
@@ -68,33 +77,46 @@ MAX_LABELS: Final = 32
 
 
 class JobSpec(BaseModel):
-    """What a producer sends. Provider-specific rules are checked by the provider's adapter."""
+    """What a producer sends. Provider-specific rules are checked by the provider's adapter.
+
+    Strict: no value is coerced (``"9"`` or ``true`` is not a priority, ``1`` is not
+    ``with_audio``, a number is not a string); a wrong type is refused, naming the field.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provider: str = Field(min_length=1, max_length=64)
-    model: str = Field(min_length=1, max_length=128)
-    prompt: str | None = Field(default=None, max_length=10_000)
+    provider: StrictStr = Field(min_length=1, max_length=64)
+    model: StrictStr = Field(min_length=1, max_length=128)
+    prompt: StrictStr | None = Field(default=None, max_length=10_000)
     # An http(s) URL, a data: URI, or an upload reference; two of them = first and last frame.
-    image: str | list[str] | None = None
-    duration: int | None = Field(default=None, ge=1, le=3600)
-    size: str | None = None
-    fps: int | None = Field(default=None, ge=1, le=240)
-    quality: str | None = Field(default=None, max_length=32)
-    with_audio: bool | None = None
-    seed: int | None = Field(default=None, ge=-1, le=2**32 - 1)
-    negative_prompt: str | None = Field(default=None, max_length=10_000)
-    options: dict[str, Any] = Field(default_factory=dict)
-    priority: int = Field(default=0, ge=0, le=9)
-    labels: dict[str, str] = Field(default_factory=dict)
-    callback_url: str | None = Field(default=None, max_length=2048)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    image: StrictStr | list[StrictStr] | None = None
+    duration: StrictInt | None = Field(default=None, ge=1, le=3600)
+    size: StrictStr | None = None
+    fps: StrictInt | None = Field(default=None, ge=1, le=240)
+    quality: StrictStr | None = Field(default=None, max_length=32)
+    with_audio: StrictBool | None = None
+    seed: StrictInt | None = Field(default=None, ge=-1, le=2**32 - 1)
+    negative_prompt: StrictStr | None = Field(default=None, max_length=10_000)
+    options: dict[StrictStr, Any] = Field(default_factory=dict)
+    priority: StrictInt = Field(default=0, ge=0, le=9)
+    labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    callback_url: StrictStr | None = Field(default=None, max_length=2048)
+    idempotency_key: StrictStr | None = Field(default=None, min_length=1, max_length=255)
 
     @field_validator("size")
     @classmethod
     def _size_is_w_x_h(cls, value: str | None) -> str | None:
         if value is not None and not _SIZE.match(value):
             raise ValueError("must look like 1280x720")
+        return value
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _image_is_text(cls, value: object) -> object:
+        # Refused here, a wrong type names ``image`` (not a member of the union).
+        texts = value if isinstance(value, list) else [value]
+        if value is not None and not all(isinstance(text, str) for text in texts):
+            raise ValueError("must be a string, or a list of one or two strings")
         return value
 
     @field_validator("image")

@@ -1,5 +1,7 @@
 """Notifying: POST the finished job's record to the producer's callback_url (Standard
-Webhooks signature), retried on the schedule of ``retry.WEBHOOK`` within a day of the job's end."""
+Webhooks signature), retried on the schedule of ``retry.WEBHOOK`` within a day of the job's end.
+The URL's host is resolved and checked once, and the POST goes to a checked address
+(``webhooks.resolve`` and ``webhooks.send``)."""
 
 from __future__ import annotations
 
@@ -57,10 +59,11 @@ def _post(row: JobRow, body: bytes, d: Deps) -> None:
     url = row.callback_url
     if url is None:  # a pending webhook without a URL: a broken record, nothing to retry
         raise PermanentError(f"job {row.id} has no callback_url")
-    webhooks.check_public_url(url, allow_private=d.settings.allow_private_callbacks)
+    # Resolved and checked once; the request goes to a checked address (DNS rebinding).
+    target = webhooks.resolve(url, allow_private=d.settings.allow_private_callbacks)
     message_id = f"{row.id}.{row.state}"
     sent = webhooks.headers(d.settings.webhook_secret, message_id, int(time.time()), body)
-    answer = d.http.post(url, content=body, headers=sent, timeout=NOTIFY_TIMEOUT)
+    answer = webhooks.send(d.http, target, body, sent, NOTIFY_TIMEOUT)
     if answer.status_code >= 300:
         raise RetryableError(f"webhook answered HTTP {answer.status_code}")
 
