@@ -26,6 +26,16 @@ class Settings(BaseSettings):
     s3_bucket: str = "vidqueue"
     s3_prefix: str = "videos/"
     presign_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # S3 as the API's requests reach it (uploads, ownership checks, downloads, deletes): short
+    # timeouts, one attempt, a few threads of its own, and an answer (503 at worst) within the
+    # deadline, so a stalled S3 costs a caller seconds and never the API's shared thread pool
+    # (producer.files). A healthy S3 answers in milliseconds; the deadline (connect + read)
+    # leaves a second of the API's 5 s promise for its own work. The workers' mirror keeps its
+    # own long timeouts and retries.
+    s3_request_connect_timeout_s: float = Field(default=1.0, gt=0)
+    s3_request_read_timeout_s: float = Field(default=3.0, gt=0)
+    s3_request_deadline_s: float = Field(default=4.0, gt=0)
+    s3_request_concurrency: int = Field(default=8, ge=1)
 
     api_tokens: str = ""
     webhook_secret: str = ""

@@ -62,6 +62,8 @@ async def create_job(request: Request) -> Response:
         spec["idempotency_key"] = idempotency_key
     accept = partial(client().accept, [spec], producer=producer, one=True, dispatch=False)
     # Checking an image or a callback URL may take I/O (S3, DNS): that is done in a thread.
+    # An upload's ownership check waits on S3 at most ``s3_request_deadline_s`` (a 503 after),
+    # and only so many such checks wait at once (``producer.files``): the pool stays free.
     # Otherwise accepting is one short Redis call, made on the event loop (no thread hops).
     inline = not (spec.get("image") or spec.get("callback_url"))
     accepted = accept() if inline else await run_in_threadpool(accept)

@@ -88,8 +88,13 @@ class Client:
         return build(self.settings, self.catalogue)
 
     @cached_property
+    def s3(self) -> files.RequestS3:
+        """S3 as requests reach it: short timeouts, its own few threads (``producer.files``)."""
+        return files.RequestS3(self.settings)
+
+    @property
     def storage(self) -> Storage:
-        return Storage(self.settings)
+        return self.s3.storage
 
     @cached_property
     def stored(self) -> records.JobRecords:
@@ -111,12 +116,11 @@ class Client:
 
     @cached_property
     def _validator(self) -> validation.Validator:
-        return validation.Validator(self.catalogue, self.settings, lambda: self.storage)
+        return validation.Validator(self.catalogue, self.settings, self.s3.check_owned)
 
     def validate_config(self) -> None:
         """Load the providers file now (it is otherwise read on first use)."""
-        s = self.settings
-        self.catalogue.check_callbacks(s.public_base_url, s.callback_secret)
+        self.catalogue.check_callbacks(self.settings.public_base_url, self.settings.callback_secret)
 
     def ping(self) -> None:
         """Raise unless the job store answers (the API's health check)."""
@@ -180,7 +184,7 @@ class Client:
             raise batch.conflict(created.conflict, one=one)
         existing = self.stored.existing(created.existing)
         accepted = batch.Accepted(
-            jobs, created, {i: self._presigned(r) for i, r in existing.items()}
+            jobs, created, {i: self.s3.presigned(r) for i, r in existing.items()}
         )
         if dispatch:
             self.dispatch(accepted.providers)
@@ -193,8 +197,7 @@ class Client:
 
     def upload(self, data: bytes, *, producer: str | None = None) -> uploads.Upload:
         """Store an image (PNG or JPEG, ≤ 5 MB); its ``ref`` is usable as a spec's ``image``."""
-        validation.check_upload_size(data)
-        return uploads.save(self.storage, data, producer=self._who(producer))
+        return self.s3.upload(data, self._who(producer))
 
     def upload_file(self, path: str | Path, *, producer: str | None = None) -> uploads.Upload:
         return self.upload(Path(path).read_bytes(), producer=producer)
@@ -205,7 +208,7 @@ class Client:
         """The job's record, with fresh presigned URLs for its mirrored files; None when the
         job is unknown (or, with ``producer``, not that producer's)."""
         record = self.stored.find(job_id, producer)
-        return self._presigned(record) if record else None
+        return self.s3.presigned(record) if record else None
 
     def read(self, job_id: str, *, producer: str | None = None) -> JobRecord:
         """``get``, but an unknown job (or another producer's) raises ``JobNotFound``."""
@@ -233,7 +236,7 @@ class Client:
         whose = None if everyone else self._who(producer)
         found = self.stored.page(whose, limit=limit, after=after, filters=filters)
         following = found.next.encode() if found.next else None
-        return JobPage(jobs=[self._presigned(r) for r in found.records], next_cursor=following)
+        return JobPage(jobs=[self.s3.presigned(r) for r in found.records], next_cursor=following)
 
     def events(self, job_id: str, *, producer: str | None = None) -> builtins.list[dict[str, Any]]:
         """The job's timeline: ``{"at", "state", "event"}`` entries, oldest first."""
@@ -271,7 +274,7 @@ class Client:
             interval_s=interval_s,
             on_change=on_change,
         )
-        return [self._presigned(record) for record in done]
+        return [self.s3.presigned(record) for record in done]
 
     # -- changing --------------------------------------------------------------------------
 
@@ -289,13 +292,8 @@ class Client:
         that fails half-way can be retried). ``CancelRefused`` while it is not finished or
         still settling (at the provider, webhook pending)."""
         finished = self.stored.finished(job_id, producer)
-        files.delete(self.storage, finished.files)
+        self.s3.delete(finished.files)
         self.stored.purge(finished)
-
-    # -- helpers ---------------------------------------------------------------------------
 
     def _who(self, producer: str | None) -> str:
         return self.producer if producer is None else producer
-
-    def _presigned(self, record: JobRecord) -> JobRecord:
-        return files.presigned(self.storage, record)

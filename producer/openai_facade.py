@@ -53,7 +53,7 @@ async def create_video(
     fields, image = await _create_fields(request)
     spec = openai_videos.spec_from(client().catalogue, fields, idempotency_key)
     if image is not None:
-        spec["image"] = await run_in_threadpool(_upload, image, producer)
+        spec["image"] = await client().s3.run(_upload, image, producer)
     record = await run_in_threadpool(client().enqueue, spec, producer=producer)
     return _respond(record)
 
@@ -114,7 +114,7 @@ def video_content(
     item = (record.result or {}).get("video" if variant == "video" else "cover")
     if variant == "spritesheet" or item is None:
         raise RouteError(404, "not_found", f"Video {video_id} has no {variant}", "variant")
-    found = _stored_object(item)
+    found = client().s3.call(_stored_object, item)
     body = found["Body"]
 
     def chunks() -> Iterator[bytes]:
@@ -128,7 +128,9 @@ def video_content(
 
 
 def _stored_object(item: dict[str, Any]) -> Any:
-    """The S3 object of a mirrored file (a 404 when it is gone)."""
+    """The S3 object of a mirrored file (a 404 when it is gone). It runs on the S3 threads
+    (``producer.files``): a stalled S3 is a 503 within seconds. Its body is then read a chunk
+    at a time, each read bounded by the request client's read timeout."""
     with storage_errors("read object"):
         try:
             return client().storage.client.get_object(Bucket=item["bucket"], Key=item["key"])

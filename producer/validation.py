@@ -21,7 +21,6 @@ from workers.domain import callbacks
 from workers.domain.errors import ConfigError, InvalidSpec, PermanentError, UploadTooLarge
 from workers.domain.jobs import JobSpec
 from workers.io import uploads, webhooks
-from workers.io.storage import Storage
 from workers.providers import build, validator
 from workers.providers.base import VideoProvider
 
@@ -99,15 +98,16 @@ def check_upload_size(data: bytes) -> None:
 
 
 class Validator:
-    """Checks specs against one catalogue and settings. ``storage`` is asked for only when a
-    spec names an upload (building an S3 client is not free)."""
+    """Checks specs against one catalogue and settings. ``owned`` checks that a spec's uploads
+    are the producer's; it asks S3, so it is called only when a spec names an upload (and is
+    given by the caller, which bounds how long S3 may take: ``producer.files``)."""
 
     def __init__(
-        self, catalogue: Catalogue, settings: Settings, storage: Callable[[], Storage]
+        self, catalogue: Catalogue, settings: Settings, owned: Callable[[JobSpec, str], None]
     ) -> None:
         self.adapters = Adapters(catalogue)
         self.settings = settings
-        self.storage = storage
+        self.owned = owned
 
     def check(self, data: Mapping[str, Any] | JobSpec, producer: str) -> JobSpec:
         """The spec, valid for ``producer``; or ``InvalidSpec`` naming the first bad field."""
@@ -122,7 +122,7 @@ class Validator:
             except PermanentError as exc:
                 raise InvalidSpec("callback_url", exc.message) from None
         if any(uploads.is_ref(image) for image in spec.images):
-            uploads.check_owned(self.storage(), spec, producer)
+            self.owned(spec, producer)
         self._refuse_own_provider_callback(spec)
         return spec
 

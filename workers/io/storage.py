@@ -58,7 +58,11 @@ class StoredObject:
         return asdict(self)
 
 
-def _client(endpoint_url: str) -> S3Client:
+def s3_client(
+    endpoint_url: str, *, connect_s: float = 5, read_s: float = 60, attempts: int = 3
+) -> S3Client:
+    """A client with our settings. The defaults are the mirror's: a copy may ride out a slow S3.
+    The API's request paths pass short timeouts and one attempt (``producer.files``)."""
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
@@ -66,9 +70,9 @@ def _client(endpoint_url: str) -> S3Client:
         # reject them. Send and validate checksums only where the API requires them.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        connect_timeout=5,
-        read_timeout=60,
-        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=connect_s,
+        read_timeout=read_s,
+        retries={"max_attempts": attempts, "mode": "standard"},
     )
     return boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
 
@@ -144,12 +148,13 @@ class Storage:
     part_size: int = PART_SIZE
     concurrency: int = CONCURRENCY
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, client: S3Client | None = None) -> None:
+        """``client``: for the S3 calls (presigning never calls S3); the mirror's by default."""
         self.bucket = settings.s3_bucket
         self.prefix = settings.s3_prefix
         self.presign_ttl_s = settings.presign_ttl_s
-        self.client = _client(settings.s3_endpoint_url)
-        self._presigner = _client(settings.s3_presign_endpoint_url)
+        self.client = client or s3_client(settings.s3_endpoint_url)
+        self._presigner = s3_client(settings.s3_presign_endpoint_url)
         self._bucket_ready = False
 
     def object_key(self, job_id: str, name: str) -> str:
