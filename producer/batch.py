@@ -126,7 +126,8 @@ def check_keys(specs: Sequence[JobSpec], marks: Sequence[str]) -> None:
 
 
 def conflict(index: int, *, one: bool) -> IdempotencyConflict:
-    """The error for a key already used with a different spec (or by another producer)."""
+    """The error for a key already used by this producer with a different spec. (Keys are
+    per producer: another producer's same key makes its own job.)"""
     message = "this idempotency key was already used with a different job spec"
     if one:
         return IdempotencyConflict(message)

@@ -31,6 +31,8 @@ class ProviderView:
     keys: list[KeyView]
     # Provider callbacks received, by outcome (docs/callbacks.md).
     callbacks: dict[str, int] = field(default_factory=dict)
+    # submit_unknown jobs whose slot went back at their hold's end (may still be billed).
+    unknown_released: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ def snapshot(d: Deps) -> Snapshot:
         by_fair = d.gate.waiting_by_fair(name)
         waiting = sum(by_fair.values())
         seen = d.store.callback_counts(name)
-        providers.append(ProviderView(name, config.kind, waiting, by_fair, keys, seen))
+        held_over = d.gate.unknown_released(name)
+        providers.append(ProviderView(name, config.kind, waiting, by_fair, keys, seen, held_over))
     histograms = {name: d.stats.histogram(name) for name in HISTOGRAMS}
     return Snapshot(d.store.count_by_state(), providers, histograms)
 
@@ -111,7 +114,17 @@ def prometheus(snap: Snapshot) -> str:
             out.append(f"vidqueue_callbacks_total{_labels(provider=p.name, outcome=outcome)} {n}")
     for metric, text in HISTOGRAMS.items():
         out += _histogram(f"vidqueue_{metric}_seconds", text, snap.histograms.get(metric, {}))
-    return "\n".join(out) + "\n"
+    return "\n".join(out + _unknown_released(snap)) + "\n"
+
+
+def _unknown_released(snap: Snapshot) -> list[str]:
+    name = "vidqueue_submit_unknown_released_total"
+    return [
+        f"# HELP {name} Slots of submit_unknown jobs released at their hold's end"
+        " (the provider may still bill them).",
+        f"# TYPE {name} counter",
+        *(f"{name}{_labels(provider=p.name)} {p.unknown_released}" for p in snap.providers),
+    ]
 
 
 def _histogram(name: str, text: str, data: dict[str, float]) -> list[str]:

@@ -58,19 +58,34 @@ def test_the_same_key_and_body_is_one_job_and_another_body_is_a_409(live: LiveSt
         "field": "idempotency_key",
     }
     # And in Redis: the key points at the one job, whose hash holds the request's fingerprint
-    assert live.redis.get(keys.idempotency(key)) == job_id.encode()
+    producer = web.identity(API_TOKEN)
+    assert live.redis.get(keys.idempotency(key, producer=producer)) == job_id.encode()
     assert len(live.redis.hget(keys.job(job_id), "fingerprint") or b"") == 64
-    producer = live.redis.hget(keys.job(job_id), "producer")
-    assert producer == web.identity(API_TOKEN).encode()
+    assert live.redis.hget(keys.job(job_id), "producer") == producer.encode()
 
 
-def test_an_idempotency_key_of_another_producer_is_a_conflict_not_its_job(local: Any) -> None:
-    app, _ = local
+def test_the_same_idempotency_key_from_two_producers_is_two_jobs(local: Any) -> None:
+    app, store = local
     headers = {"idempotency-key": "shared-key"}
-    mine = app.post("/v1/jobs", json=GOOD, headers={**bearer("token-a"), **headers})
-    theirs = app.post("/v1/jobs", json=GOOD, headers={**bearer("token-b"), **headers})
-    assert mine.status_code == 202
-    assert theirs.status_code == 409
+    a, b = {**bearer("token-a"), **headers}, {**bearer("token-b"), **headers}
+    # When two producers use the same key (the same body, then another one)
+    mine = app.post("/v1/jobs", json=GOOD, headers=a)
+    theirs = app.post("/v1/jobs", json=GOOD, headers=b)
+    # Then each gets its own job: the key tells neither about the other's
+    assert mine.status_code == theirs.status_code == 202
+    assert mine.json()["id"] != theirs.json()["id"]
+    assert app.get(f"/v1/jobs/{mine.json()['id']}", headers=bearer("token-b")).status_code == 404
+    # And within each producer the key still means its one job (another body: 409)
+    assert app.post("/v1/jobs", json=GOOD, headers=b).json()["id"] == theirs.json()["id"]
+    other = app.post("/v1/jobs", json={**GOOD, "prompt": "another"}, headers=a)
+    assert other.status_code == 409
+    # And the same goes for batches (job i gets the key "{key}:{i}")
+    batch = {"jobs": [GOOD, GOOD]}
+    ours = app.post("/v1/jobs/batch", json=batch, headers=a).json()["jobs"]
+    their_batch = app.post("/v1/jobs/batch", json=batch, headers=b).json()["jobs"]
+    assert {j["id"] for j in ours}.isdisjoint(j["id"] for j in their_batch)
+    assert app.post("/v1/jobs/batch", json=batch, headers=a).json()["jobs"] == ours
+    assert store.zcard(keys.all_jobs()) == 6
 
 
 # -- batches -------------------------------------------------------------------------------

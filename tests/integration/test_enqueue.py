@@ -90,11 +90,11 @@ def test_a_key_held_for_another_request_refuses_the_whole_batch(local: Any) -> N
         "field": "jobs.1.idempotency_key",
     }
     assert store.zcard(keys.all_jobs()) == 1 and store.get(keys.sequence()) == sequence
-    # Another producer's key is a conflict too, not its job
+    # Another producer's same key is its own key: its own job, neither a conflict nor ours
     theirs = app.post(
         "/v1/jobs", json=GOOD, headers={**bearer("token-b"), "idempotency-key": "held"}
     )
-    assert theirs.status_code == 409
+    assert theirs.status_code == 202 and theirs.json()["id"] != first["id"]
     # And the same spec again returns the job as it is now (read back: it moved on)
     app.delete(f"/v1/jobs/{first['id']}", headers=auth)
     again = app.post("/v1/jobs/batch", json={"jobs": [{**GOOD, "idempotency_key": "held"}]},

@@ -104,7 +104,7 @@ def test_create_writes_every_index_and_finds_a_held_key_under_another_layout(
         assert set(redis_db.zrange(index, 0, -1)) == {b"job-1", b"job-2"}
     assert redis_db.smembers(keys.by_state(State.QUEUED)) == {b"job-1", b"job-2"}
     assert redis_db.smembers(keys.producers()) == {keys.by_producer("api").encode()}
-    assert redis_db.get(keys.idempotency("order-1")) == b"job-1"
+    assert redis_db.get(keys.idempotency("order-1", producer="api")) == b"job-1"
     assert redis_db.llen(keys.events("job-2")) == 1
     only_alt_keys(redis_db)
 
@@ -218,7 +218,7 @@ def test_the_layout_is_the_documented_one() -> None:
         "vq:state:running": keys.by_state("running"),
         "vq:producer:p": keys.by_producer("p"),
         "vq:producers": keys.producers(),
-        "vq:idem:8254c329a92850f6d539dd376f4816ee": keys.idempotency("k"),
+        "vq:idem:p:8254c329a92850f6d539dd376f4816ee": keys.idempotency("k", producer="p"),
         "vq:seq": keys.sequence(),
         "vq:wait:s:default": keys.waiting("s"),
         "vq:wait:s:f": keys.waiting("s", "f"),

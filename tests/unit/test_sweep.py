@@ -173,6 +173,39 @@ def test_a_slot_freed_from_a_submit_unknown_job_goes_to_the_next_waiting_job(dep
     assert deps.gate.holders("sim", KEY) == ["next"]
 
 
+def test_a_submit_unknown_job_past_its_hold_gives_its_slot_back_and_is_counted(
+    deps: Deps,
+) -> None:
+    # Given a submit_unknown job whose hold ran out, its lease with it
+    in_state(deps, "parked", State.SUBMIT_UNKNOWN)
+    past = redis_now_ms(deps.redis) - 1
+    deps.store.transition("parked", [State.SUBMIT_UNKNOWN], None, change=Change(hold_until_ms=past))
+    lease_expired(deps, "parked")
+    # When the sweep reclaims leases, Then the slot is released and counted; the job stays
+    assert reclaim_leases(deps) == 1
+    assert lease(deps, "parked") is None
+    assert deps.gate.unknown_released("sim") == 1
+    fields = deps.store.fields("parked")
+    assert fields["state"] == State.SUBMIT_UNKNOWN and "at_provider" not in fields
+    assert "slot_released_at" in fields
+
+
+@pytest.mark.parametrize("state", [State.RUNNING, State.CANCELLED], ids=str)
+def test_a_hold_binds_only_a_job_still_submit_unknown(deps: Deps, state: State) -> None:
+    # Given a job with a hold that ran out, which is no longer submit_unknown: running (its
+    # task showed up) or cancelled while the provider may still generate it
+    in_state(deps, "job-1", State.RUNNING)
+    past = Change(hold_until_ms=redis_now_ms(deps.redis) - 1, at_provider=True)
+    if state != State.RUNNING:
+        deps.store.transition("job-1", [State.RUNNING], state)
+    deps.store.transition("job-1", [state], None, change=past)
+    lease_expired(deps, "job-1")
+    # When the sweep reclaims leases, Then it keeps its slot until its deadline, uncounted
+    assert reclaim_leases(deps) == 0
+    assert lease(deps, "job-1") is not None
+    assert deps.gate.unknown_released("sim") == 0
+
+
 # -- races with a live step ----------------------------------------------------------------
 
 

@@ -55,6 +55,11 @@ class Change:
     provider_task_id: str | Keep = KEEP
     task_extra: Mapping[str, str] | Keep = KEEP
     deadline_ms: int | Keep = KEEP
+    # A submit_unknown job's hold (unix ms): its slot is held from ``hold_since_ms`` until
+    # ``hold_until_ms`` at most (the sweep then releases it: ``slot_released_at``, ISO 8601).
+    hold_since_ms: int | Keep = KEEP
+    hold_until_ms: int | Keep = KEEP
+    slot_released_at: str | Keep = KEEP
     key_id: str | Keep | None = KEEP
 
     def hash_args(self) -> list[str]:

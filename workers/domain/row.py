@@ -79,6 +79,10 @@ class JobRow:
     provider_finished_at: str | None = None
     completed_at: str | None = None
     deadline_ms: int = 0
+    # A submit_unknown job's slot hold (unix ms, 0 when unset), and when the sweep released it.
+    hold_since_ms: int = 0
+    hold_until_ms: int = 0
+    slot_released_at: str | None = None
     video_url: str | None = None
     cover_url: str | None = None
     error_json: str | None = field(default=None, repr=False)
@@ -114,6 +118,9 @@ class JobRow:
             provider_finished_at=fields.get("provider_finished_at") or None,
             completed_at=fields.get("completed_at") or None,
             deadline_ms=int(fields.get("deadline_ms") or 0),
+            hold_since_ms=int(fields.get("hold_since_ms") or 0),
+            hold_until_ms=int(fields.get("hold_until_ms") or 0),
+            slot_released_at=fields.get("slot_released_at") or None,
             video_url=fields.get("video_url") or None,
             cover_url=fields.get("cover_url") or None,
             error_json=fields.get("error") or None,

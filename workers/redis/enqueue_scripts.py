@@ -18,10 +18,12 @@ from workers.redis import keys
 from workers.redis.store_scripts import NOW
 
 # KEYS[1] = all-jobs zset, KEYS[2] = sequence, KEYS[3] = the producer's jobs zset,
-# KEYS[4] = the set of producer zsets, KEYS[5] = the queued state set; then three per job, in
-# batch order: its hash, its events list, its idempotency key ('' when none); then two per
-# waiting queue, in the order of their numbers: the waiting zset, its provider's fair zset
-# (``CreateArgs`` builds them).
+# KEYS[4] = the set of producer zsets, KEYS[5] = the queued state set; then four per job, in
+# batch order: its hash, its events list, its idempotency key (the producer's: another
+# producer's same key is another Redis key; '' when none), the same key in the layout before
+# producers were in it (read only: it counts for a job of this producer; '' when none); then
+# two per waiting queue, in the order of their numbers: the waiting zset, its provider's fair
+# zset (``CreateArgs`` builds them).
 # ARGV[1] = producer, ARGV[2] = created_at, ARGV[3] = the 'created' event JSON,
 # ARGV[4] = idempotency TTL s, ARGV[5] = job-hash prefix (keys.job_prefix(): an idempotency
 # key's holder is read here), ARGV[6] = the jobs, a JSON array of
@@ -38,18 +40,19 @@ local idempotency_ttl, job_prefix = tonumber(ARGV[4]), ARGV[5]
 local jobs = cjson.decode(ARGV[6])
 local all_jobs, sequence, by_producer = KEYS[1], KEYS[2], KEYS[3]
 local producers, queued = KEYS[4], KEYS[5]
--- Job i's hash, events list and idempotency key; queue q's waiting zset and fair zset.
+-- Job i's hash, events list, idempotency key and its old-layout twin; queue q's waiting zset
+-- and fair zset.
 local function job_keys(i)
-  local k = 3 * i + 3
-  return KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local k = 4 * i + 2
+  return KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
 end
 local function queue_keys(q)
-  local k = 3 * #jobs + 2 * q + 4
+  local k = 4 * #jobs + 2 * q + 4
   return KEYS[k], KEYS[k + 1]
 end
 local out, taken, fresh = {1}, {}, {}
 for i, job in ipairs(jobs) do
-  local _, _, idem = job_keys(i)
+  local _, _, idem, legacy = job_keys(i)
   if idem ~= '' then
     local holder, mark
     local mine = fresh[idem]  -- an earlier job of this batch with the same key
@@ -57,6 +60,13 @@ for i, job in ipairs(jobs) do
       holder, mark = mine[1], mine[4]  -- its id and fingerprint
     else
       holder = redis.call('GET', idem)
+      if not holder and legacy ~= '' then
+        -- Held in the old layout: this producer's only if the job it names is.
+        holder = redis.call('GET', legacy)
+        if holder and redis.call('HGET', job_prefix .. holder, 'producer') ~= producer then
+          holder = nil
+        end
+      end
       if holder then mark = redis.call('HGET', job_prefix .. holder, 'fingerprint') end
     end
     if holder then
@@ -123,6 +133,7 @@ class CreateArgs:
     """One CREATE's KEYS and job rows, built job by job in the layout its header describes."""
 
     def __init__(self, producer: str) -> None:
+        self._producer = producer
         self._fixed = [keys.all_jobs(), keys.sequence(), keys.by_producer(producer)]
         self._fixed += [keys.producers(), keys.by_state(State.QUEUED)]
         self._jobs: list[str] = []
@@ -131,8 +142,10 @@ class CreateArgs:
 
     def add(self, job_id: str, spec: JobSpec, spec_json: str, fingerprint: str, fair: str) -> None:
         """Add a job (``fair``: its fair-share key) and, if it is the first for it, its queue."""
-        idem = keys.idempotency(spec.idempotency_key) if spec.idempotency_key else ""
-        self._jobs += (keys.job(job_id), keys.events(job_id), idem)
+        key, producer = spec.idempotency_key, self._producer
+        idem = keys.idempotency(key, producer=producer) if key else ""
+        legacy = keys.legacy_idempotency(key) if key else ""
+        self._jobs += (keys.job(job_id), keys.events(job_id), idem, legacy)
         queue = self._queues.setdefault((spec.provider, fair), len(self._queues) + 1)
         base = keys.wait_score(spec.priority, 0)
         self.rows.append([job_id, spec.priority, base, fingerprint, fair, spec.provider,

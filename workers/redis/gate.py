@@ -114,16 +114,31 @@ class Gate:
         ids: list[bytes] = self._expired(keys=[keys.gate(provider, key_id)])
         return [i.decode() for i in ids]
 
-    def reclaim(self, provider: str, key_id: str, job_id: str, at_provider: str) -> int:
-        """Decide one expired lease atomically: 0 not expired, 1 renewed, 2 released.
+    def reclaim(
+        self, provider: str, key_id: str, job_id: str, at_provider: str, held: str = ""
+    ) -> int:
+        """Decide one expired lease atomically: 0 not expired, 1 renewed, 2 released, 3
+        released because the job's hold ran out (counted: ``unknown_released``).
 
         ``at_provider`` lists the states (',a,b,') in which the provider may still be working
-        on the job; such a job keeps its slot until its deadline.
+        on the job; such a job keeps its slot until its deadline. A job in the ``held`` state
+        (submit_unknown) with a ``hold_until_ms`` keeps it only until then.
         """
         script_keys = [keys.gate(provider, key_id), keys.job(job_id)]
-        script_keys.append(keys.in_flight_by_fair(provider))
-        argv: list[str | int] = [job_id, key_id, self.lease_ms, at_provider]
+        script_keys += [keys.in_flight_by_fair(provider), keys.unknown_released(provider)]
+        argv: list[str | int] = [job_id, key_id, self.lease_ms, at_provider, held]
         return int(self._reclaim(keys=script_keys, args=argv))
+
+    def hold(self, provider: str, key_id: str, job_id: str, hold_s: float) -> bool:
+        """Make the job's lease run out in ``hold_s`` (a parked job's hold: the sweep then
+        decides it); False if it holds none."""
+        held = self._renew(keys=[keys.gate(provider, key_id)], args=[job_id, int(hold_s * 1000)])
+        return bool(held)
+
+    def unknown_released(self, provider: str) -> int:
+        """How many submit_unknown jobs of the provider gave their slot back at their hold's
+        end (the provider may still bill them)."""
+        return int(self.redis.get(keys.unknown_released(provider)) or 0)
 
     def waiting_by_fair(self, provider: str) -> dict[str, int]:
         """How many jobs wait, per fair-share key."""

@@ -137,25 +137,42 @@ return redis.call('ZRANGEBYSCORE', gate_key, '-inf', now)
 
 # Decides an expired lease atomically: a job the provider may still be working on (state in
 # ARGV[4] or flagged at_provider — e.g. cancelled but still generating —, same key, before its
-# deadline) keeps its slot; anything else gives it back.
-# KEYS[1] = gate zset, KEYS[2] = job hash, KEYS[3] = in-flight-by-fair hash.
+# deadline) keeps its slot; anything else gives it back. A job in the held state (ARGV[5]:
+# submit_unknown, whose task the provider may or may not have) with a 'hold_until_ms' keeps
+# its slot only until then: past it the slot is released and counted (KEYS[4]); before it
+# the lease is renewed up to the hold's end at most, so the next sweep after it decides.
+# KEYS[1] = gate zset, KEYS[2] = job hash, KEYS[3] = in-flight-by-fair hash, KEYS[4] = the
+# provider's count of such held-over releases.
 # ARGV[1] = job id, ARGV[2] = key id, ARGV[3] = lease ms, ARGV[4] = states at the provider
-# (',a,b,'). Returns 0 if the lease is not (or no longer) expired, 1 if renewed, 2 if released.
+# (',a,b,'), ARGV[5] = the held state. Returns 0 if the lease is not (or no longer) expired,
+# 1 if renewed, 2 if released, 3 if released because the job's hold ran out.
 RECLAIM: Final = (
     NOW
     + _RELEASE_BODY
     + """
-local gate_key, job_key, in_flight = KEYS[1], KEYS[2], KEYS[3]
+local gate_key, job_key, in_flight, held_over = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_id, key_id, lease, working_states = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local held_state = ARGV[5]
 local score = redis.call('ZSCORE', gate_key, job_id)
 if not score or tonumber(score) > now then return 0 end
 local state = redis.call('HGET', job_key, 'state')
 local holder = redis.call('HGET', job_key, 'key_id')
 local deadline = tonumber(redis.call('HGET', job_key, 'deadline_ms') or '0') or 0
+local hold = 0
+if state == held_state then
+  hold = tonumber(redis.call('HGET', job_key, 'hold_until_ms') or '0') or 0
+end
+if hold > 0 and hold <= now and holder == key_id then
+  release(gate_key, job_key, in_flight, job_id)
+  redis.call('INCR', held_over)
+  return 3
+end
 local working = redis.call('HGET', job_key, 'at_provider') == '1'
   or (state and string.find(working_states, ',' .. state .. ',', 1, true))
 if working and holder == key_id and (deadline == 0 or deadline > now) then
-  redis.call('ZADD', gate_key, now + lease, job_id)
+  local expiry = now + lease
+  if hold > 0 then expiry = math.min(expiry, hold) end
+  redis.call('ZADD', gate_key, expiry, job_id)
   return 1
 end
 release(gate_key, job_key, in_flight, job_id)

@@ -8,7 +8,11 @@ Layout (all under ``vq:``):
 - ``vq:state:{state}``       set    job ids in that state — for counts and filters
 - ``vq:producer:{producer}`` zset  a producer's job ids, scored by creation time (ms)
 - ``vq:producers``           set    the names of those producer zsets (for pruning)
-- ``vq:idem:{key}``          string idempotency key → job id
+- ``vq:idem:{producer}:{digest}`` string a producer's idempotency key → job id; ``digest``
+  is the first 32 hex digits of the key's sha256 (fixed length, no ``:``, so a producer name
+  with ``:`` in it cannot make two pairs meet). The same key from two producers is two keys.
+  Keys of the layout before, ``vq:idem:{digest}``, are still read (never written) until they
+  expire: one counts only for a job of the producer asking (``legacy_idempotency``).
 - ``vq:seq``                 string a counter that orders jobs FIFO within a priority
 - ``vq:wait:{provider}:{fair}`` zset jobs waiting for a slot, per fair-share key (the job's
   ``tenant`` label, else its producer), scored priority-then-FIFO
@@ -24,6 +28,10 @@ Layout (all under ``vq:``):
 - ``vq:due``                 zset   job id → when its step is to be published (a scheduled
   step) or checked (a sent or claimed one), ms: the due pollers' list (``workers.steps.due``)
 - ``vq:callbacks:{provider}`` hash  provider callbacks received, by outcome (for /metrics)
+- ``vq:ready:{host}:{pid}``  string an API process's readiness probe write (10 s TTL)
+- ``vq:rejected_writes``     hash   writes Redis refused, by reason (for /metrics)
+- ``vq:unknown_released:{provider}`` string how many submit_unknown jobs gave their slot back
+  when their hold ran out (the provider may still bill them; for /metrics)
 
 This module is the only place a key name is spelled. The Lua scripts (``store_scripts``,
 ``gate_scripts``, ``enqueue_scripts``, ``limiter``) get every key they can be told in advance in
@@ -86,7 +94,17 @@ def state_prefix() -> str:
     return by_state("")
 
 
-def idempotency(key: str) -> str:
+def idempotency(key: str, *, producer: str = "") -> str:
+    """A producer's idempotency key: another producer's same key is another Redis key. (The
+    layout before producers were part of it was ``vq:idem:{digest}``, the same digest.)"""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"{PREFIX}:idem:{producer}:{digest}"
+
+
+def legacy_idempotency(key: str) -> str:
+    """An idempotency key as the layout before producers were in it wrote it (one for every
+    producer). Read only, by the create script, for the job of the producer asking; such keys
+    expire ``IDEMPOTENCY_TTL_S`` after the upgrade at the latest, and this can go then."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return f"{PREFIX}:idem:{digest}"
 
@@ -148,8 +166,22 @@ def gate(provider: str, key_id: str) -> str:
     return f"{PREFIX}:gate:{provider}:{key_id}"
 
 
+def ready_probe(host: str, pid: int) -> str:
+    """An API process's readiness probe (a real write; expires 10 s after its last probe)."""
+    return f"{PREFIX}:ready:{host}:{pid}"
+
+
+def rejected_writes() -> str:
+    """Writes Redis refused (out of memory, read-only, loading), by reason, over all processes."""
+    return f"{PREFIX}:rejected_writes"
+
+
 def callbacks(provider: str) -> str:
     return f"{PREFIX}:callbacks:{provider}"
+
+
+def unknown_released(provider: str) -> str:
+    return f"{PREFIX}:unknown_released:{provider}"
 
 
 def due() -> str:

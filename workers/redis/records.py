@@ -114,7 +114,7 @@ class JobRecords:
         pipe.zrem(keys.due(), job.job_id)
         pipe.srem(keys.by_state(job.state), job.job_id)
         if job.idempotency_key:
-            pipe.delete(keys.idempotency(job.idempotency_key))
+            pipe.delete(keys.idempotency(job.idempotency_key, producer=job.producer))
         pipe.execute()
 
     def _row(self, job_id: str, producer: str | None) -> dict[str, str] | None:
