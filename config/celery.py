@@ -38,8 +38,9 @@ def _broker(settings: Settings) -> dict[str, Any]:
         broker_url=settings.redis_url,
         broker_connection_retry_on_startup=True,
         # kombu's Redis transport, fixed so that a worker survives a Redis restart (Celery 5.7
-        # otherwise exits on the reconnect whenever it holds un-acked messages):
-        # workers.redis.broker.
+        # otherwise exits on the reconnect whenever it holds un-acked messages) and Redis
+        # refusing writes (out of memory, read-only, loading: kombu takes those for
+        # unrecoverable, and the worker exited): workers.redis.broker.
         broker_transport="workers.redis.broker:Transport",
         broker_transport_options={
             "visibility_timeout": VISIBILITY_TIMEOUT_S,

@@ -3,7 +3,10 @@
 ``up`` starts, in order, Redis, S3, the provider simulator, the workers, beat, the HTTP API
 and Flower, each waiting for the previous to be ready; services already running are left as
 they are. If one fails, those this command started are stopped again and the failing
-service's log tail is printed. Exit codes: 0 ok, 1 failure (``status``: not all running).
+service's log tail is printed. ``status`` also asks the running API whether it is alive
+(``/healthz``) and ready (``/readyz``: Redis takes writes, S3 answers), since a running process
+is not a working one (a full Redis leaves every service "running"). Exit codes: 0 ok, 1 failure
+(``status``: not all running).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import httpx
 
 from config.settings import get_settings
 from devstack.processes import ServiceError, ServiceStatus
@@ -58,7 +63,35 @@ def status(stack: Stack, expected: Sequence[str]) -> int:
     names = list(expected) + [n for n in stack.processes.names() if n not in expected]
     statuses = [stack.processes.status(name) for name in names]
     _print_table(statuses)
+    if stack.is_running("api"):
+        print()
+        for line in api_health(stack):
+            print(line)
     return 0 if all(s.running for s in statuses) else 1
+
+
+def api_health(stack: Stack) -> list[str]:
+    """The API's liveness and readiness, one line each, with what is wrong when it is not."""
+    host = stack.settings.api_host
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}"
+    base += f":{stack.settings.api_port}"
+    lines = []
+    for path in ("/healthz", "/readyz"):
+        try:
+            answer = httpx.get(base + path, timeout=5.0, trust_env=False)
+        except httpx.HTTPError as exc:
+            lines.append(f"api {path}: no answer ({type(exc).__name__})")
+            continue
+        detail = ""
+        if path == "/readyz" and answer.status_code != 200:
+            try:
+                reasons = answer.json().get("reasons", {})
+            except ValueError:
+                reasons = {}
+            detail = "".join(f"\n  {name}: {why}" for name, why in reasons.items())
+        verdict = "ok" if answer.status_code == 200 else "NOT OK"
+        lines.append(f"api {path}: {answer.status_code} {verdict}{detail}")
+    return lines
 
 
 def _plan(stack: Stack, workers: int) -> list[tuple[str, Callable[[], ServiceStatus]]]:

@@ -2,8 +2,9 @@
 
 This module assembles the app: the ``/v1/jobs`` routes (``api_jobs``), uploads
 (``api_uploads``), the OpenAI-compatible ``/v1/videos`` (``openai_facade``), ``/metrics``,
-the health check, and one error mapping for all of them (``api_errors``). Errors have one
-JSON shape: ``{"error": {"code": ..., "message": ..., "field": ...}}`` (OpenAI's shape under
+liveness and readiness (``/healthz``, ``/readyz``: ``health``), and one error mapping for all
+of them (``api_errors``). Errors have one JSON shape:
+``{"error": {"code": ..., "message": ..., "field": ...}}`` (OpenAI's shape under
 ``/v1/videos``). Bad input is a 4xx naming the field; an unknown id — or another producer's —
 is 404; Redis or S3 trouble is 503; never a 500. Each bearer token is a producer identity: a
 producer sees, cancels and downloads only its own jobs and uploads.
@@ -17,8 +18,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
-from producer import api_callbacks, api_errors, api_jobs, api_uploads, metrics, openai_facade
+from producer import (
+    api_callbacks,
+    api_errors,
+    api_jobs,
+    api_uploads,
+    health,
+    metrics,
+    openai_facade,
+)
 from producer.web import client, producer_identity
 
 __all__ = ["app", "client", "producer_identity"]
@@ -28,8 +38,10 @@ __all__ = ["app", "client", "producer_identity"]
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     """Read the providers file at startup, so a bad one stops the API with a clear error.
     Then everything loaded so far is left out of garbage collection (``gc.freeze``), which
-    keeps the collector's pauses out of request latencies."""
+    keeps the collector's pauses out of request latencies. The ``Stats`` built here carries
+    the writes Redis refuses this process to /metrics (``workers.redis.stats.note_rejected``)."""
     client().validate_config()
+    client().deps.stats  # noqa: B018 (built now, not on the first refusal)
     gc.collect()
     gc.freeze()
     yield
@@ -51,6 +63,13 @@ api_errors.install(app)
 
 @app.get("/healthz")
 def healthz() -> dict[str, Any]:
-    """Whether the job store answers (a 503 in the usual shape when it does not)."""
-    client().ping()
+    """Liveness: this process answers. Nothing else is asked, so a Redis or S3 outage never
+    gets a healthy API restarted (``/readyz`` says whether it can work: ``producer.health``)."""
     return {"ok": True}
+
+
+@app.get("/readyz")
+def readyz() -> JSONResponse:
+    """Readiness: Redis takes a write and S3 answers within 1 s; else 503 naming what failed."""
+    found = health.readiness(client().deps.redis, client().settings)
+    return JSONResponse(found.body(), status_code=200 if found.ready else 503)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -39,6 +40,7 @@ from workers.domain.errors import (
     VidqueueError,
 )
 from workers.redis import records
+from workers.redis.stats import note_rejected
 
 log = logging.getLogger("vidqueue.api")
 
@@ -60,6 +62,13 @@ Rule = Callable[[Any], Answer]
 _HTTP_CODES: Final = {404: "not_found", 405: "method_not_allowed"}
 _STORAGE_DOWN: Final = Answer(503, "unavailable", "storage is unavailable; try again")
 _STORE_DOWN: Final = Answer(503, "unavailable", "the job store is unavailable; try again")
+# Redis refusing writes: a 503 that says why, so a producer (and an operator) can tell a full
+# or read-only Redis from one that is down.
+_STORE_FULL: Final = Answer(503, "unavailable", "the job store is out of memory; try again later")
+_STORE_READONLY: Final = Answer(
+    503, "unavailable", "the job store is read-only (a replica after a failover); try again"
+)
+_STORE_LOADING: Final = Answer(503, "unavailable", "the job store is loading its data; try again")
 _BUG: Final = Answer(500, "internal_error", "an internal error; it was logged")
 
 
@@ -86,6 +95,9 @@ RULES: Final[dict[type[Exception], Rule]] = {
     RetryableError: lambda _: _STORAGE_DOWN,
     PermanentError: lambda _: _STORAGE_DOWN,
     records.StoreUnavailable: lambda _: _STORE_DOWN,
+    redis.exceptions.OutOfMemoryError: lambda _: _STORE_FULL,
+    redis.exceptions.ReadOnlyError: lambda _: _STORE_READONLY,
+    redis.exceptions.BusyLoadingError: lambda _: _STORE_LOADING,
     Exception: lambda _: _BUG,
 }
 
@@ -146,6 +158,7 @@ async def handle(request: Request, exc: Exception) -> JSONResponse:
     """Every exception handler: answer by the tables; log what is the server's fault."""
     where = surface(request.url.path)
     found = answer(exc, where)
+    note_rejected(exc)  # counted for /metrics when it is Redis refusing a write
     if found.status >= 500:
         detail = exc.message if isinstance(exc, VidqueueError) else type(exc).__name__
         trace = exc if found is _BUG else None

@@ -3,15 +3,25 @@
 Each task takes the job id and nothing else, runs one step function, and publishes the steps
 it returns. An exception that escapes a step is logged by Celery; the step's claim then
 lapses and a due poller re-sends it, so no error path needs its own retry loop here. Only a
-Redis hiccup is retried by Celery itself (``retry.REDIS_HICCUP``, in the one retry table).
+Redis hiccup is retried by Celery itself (``retry.REDIS_HICCUP``, in the one retry table):
+Redis unreachable, or refusing writes (out of memory, read-only, loading).
+
+A step that Redis refused a write mid-way has claimed its job (``Store.claim``), so no copy of
+the step would run before the claim lapses: a minute and more for a submit, long after a short
+outage ended. So the task waits up to ``REFUSAL_WAIT_S`` for Redis to take writes again and
+then makes the job's step due at once (a due poller publishes it). After a longer outage it
+raises; Celery's retry cannot be published while Redis refuses writes, so Celery drops this
+message, and the job's step, still in ``vq:due``, is re-sent when its claim lapses.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
+import redis
 from celery.signals import worker_process_init
 
 from config.celery import app
@@ -19,7 +29,9 @@ from config.names import TASKS
 from config.settings import get_settings
 from workers.deps import Deps, build, warm
 from workers.domain import retry
+from workers.domain.jobs import State
 from workers.domain.messages import Step, send
+from workers.redis.stats import note_rejected
 from workers.steps import cancel as cancel_step
 from workers.steps import mirror as mirror_step
 from workers.steps import notify as notify_step
@@ -75,8 +87,54 @@ def warm_up_here() -> None:
         _deps = None
 
 
+# How long a step whose write Redis refused waits for Redis to take writes again (below every
+# step's soft time limit), and how often it asks meanwhile.
+REFUSAL_WAIT_S: Final = 30.0
+REFUSAL_PROBE_S: Final = 0.5
+
+
 def _run(step: Callable[[str, Deps], list[Step]], job_id: str) -> None:
-    send(app, step(job_id, deps()))
+    _publish(lambda: step(job_id, deps()), job_id)
+
+
+def _publish(run: Callable[[], list[Step]], job_id: str = "") -> None:
+    """Run a step and publish what it returns. A refusal redis-py left untyped (a plain
+    ``ResponseError`` saying "OOM ...") is raised as its typed class, so Celery retries it;
+    every refusal is counted for /metrics, and a job's step refused mid-way is handed back
+    (``_hand_back``) when Redis takes writes again soon enough."""
+    try:
+        send(app, run())
+    except redis.RedisError as exc:
+        note_rejected(exc)
+        refusal = retry.typed(exc)
+        if job_id and retry.rejected_write(refusal) and _hand_back(job_id, deps()):
+            return
+        if refusal is exc:
+            raise
+        raise refusal from exc
+
+
+def _hand_back(job_id: str, d: Deps) -> bool:
+    """Wait (at most ``REFUSAL_WAIT_S``) until Redis takes writes, then make the job's step
+    due now, in the state it is in (a compare-and-set: a job another copy moved on meanwhile is
+    left to it). Returns whether this message is done with.
+
+    Never for a job in ``submitting``: the provider may have been called, and only the claim
+    keeps a second copy from running while the first stores its answer (§4 of the design)."""
+    deadline = time.monotonic() + REFUSAL_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(REFUSAL_PROBE_S)
+        try:
+            row = d.store.row(job_id)
+            if row is None or row.state in (State.SUBMITTING, State.SUBMIT_UNKNOWN):
+                return row is None
+            if d.store.transition(job_id, (row.state,), None, step_s=0.001):
+                log.info("job %s: Redis takes writes again; its %s step is due", job_id, row.state)
+            return True
+        except redis.RedisError as exc:
+            if retry.rejected_write(exc) is None:
+                return False
+    return False
 
 
 # Soft limits sit below the hard ones so a step can end cleanly; both above the step's own
@@ -103,7 +161,7 @@ def notify(job_id: str) -> None:
 
 @app.task(name=TASKS["sweep"], soft_time_limit=120, time_limit=150, **_COMMON)
 def sweep() -> None:
-    send(app, sweep_step(deps()))
+    _publish(lambda: sweep_step(deps()))
 
 
 @app.task(name=TASKS["cancel"], soft_time_limit=60, time_limit=90, **_COMMON)

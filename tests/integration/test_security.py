@@ -104,7 +104,15 @@ def test_api_keys_stay_out_of_logs_task_arguments_flower_and_job_records(
 # -- who may come in ---------------------------------------------------------------------------
 
 # Routes anyone may call: health and readiness, metrics (counts only), the API's own docs.
-OPEN_ROUTES = {"/healthz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+OPEN_ROUTES = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+}
 # Providers' callbacks carry no bearer token: the job's own token in the URL is checked instead
 # (a forged one is a 404 here; tests/integration/test_callbacks.py checks what it may change).
 CALLBACKS = "/v1/callbacks/"

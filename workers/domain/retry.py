@@ -1,8 +1,9 @@
 """Every retry policy of the pipeline, in one table: how often a failed step is tried again, and
 how far apart.
 
-- ``REDIS_HICCUP``: Celery's own retries (``autoretry_for``) when Redis is unreachable — the only
-  retries that are countdown messages; few, short, and only while Redis is down.
+- ``REDIS_HICCUP``: Celery's own retries (``autoretry_for``) when Redis is unreachable or refuses
+  writes (out of memory, a read-only replica, loading its data: ``REJECTED_WRITES``) — the only
+  retries that are countdown messages; few, short, and only while Redis is in trouble.
 - ``SUBMIT`` and ``MIRROR``: a step whose provider or media host failed in a retryable way is
   scheduled again (a due step in Redis, never a parked message) with full-jitter backoff.
 - ``WEBHOOK``: the producer's webhook, quick at first (a receiver restarting), then hours apart,
@@ -97,10 +98,56 @@ class WebhookRetry:
         return min(wait, left)
 
 
+# -- Redis refusing writes -------------------------------------------------------------------
+
+# Redis answers these while it cannot take writes: ``maxmemory`` reached under ``noeviction``
+# (OOM), a replica after a failover (READONLY), or a restart still loading its data (LOADING).
+# Each passes once memory is freed, a primary is back or the load ends, so every process waits
+# them out instead of exiting (docs/design.md §7).
+REJECTED_WRITES: Final[tuple[type[redis.RedisError], ...]] = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.BusyLoadingError,
+)
+_REASONS: Final = (
+    (redis.exceptions.OutOfMemoryError, "OOM", "oom"),
+    (redis.exceptions.ReadOnlyError, "READONLY", "readonly"),
+    (redis.exceptions.BusyLoadingError, "LOADING", "loading"),
+    # A primary turned replica first unblocks every blocked command (a worker's BRPOP) with
+    # this, then refuses writes with READONLY: the same outage.
+    (redis.exceptions.ReadOnlyError, "UNBLOCKED", "readonly"),
+)
+
+
+def rejected_write(exc: BaseException) -> str | None:
+    """``"oom"``, ``"readonly"`` or ``"loading"`` when ``exc`` is Redis refusing a write, else
+    None. redis-py types these by the reply's prefix; a reply it did not type (a plain
+    ``ResponseError``: one relayed from a Lua script, ``UNBLOCKED``) is told by the prefix."""
+    for kind, prefix, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+        if isinstance(exc, redis.ResponseError) and str(exc).lstrip().startswith(prefix):
+            return reason
+    return None
+
+
+def typed(exc: BaseException) -> BaseException:
+    """``exc`` as its typed class when it is an untyped refusal (a plain ``ResponseError``
+    saying "OOM ..."), so that ``except``/``autoretry_for`` clauses, which match by class, see
+    it; any other error as it is."""
+    if type(exc) is not redis.ResponseError:
+        return exc
+    reason = rejected_write(exc)
+    for kind, _, name in _REASONS:
+        if name == reason:
+            return kind(*exc.args)
+    return exc
+
+
 # -- the table ---------------------------------------------------------------------------------
 
 REDIS_HICCUP: Final = CeleryRetry(
-    errors=(redis.ConnectionError, redis.TimeoutError),
+    errors=(redis.ConnectionError, redis.TimeoutError, *REJECTED_WRITES),
     backoff_factor_s=2,
     backoff_max_s=30,
     max_retries=8,

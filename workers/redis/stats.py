@@ -19,6 +19,12 @@ Histograms are stored non-cumulatively: ``n:{bound}`` counts the observations in
 ``count`` only); ``histogram()`` returns cumulative Prometheus buckets (``le:{bound}``), adding
 any cumulative ``le:`` fields left by the earlier one-HINCRBY-per-bucket format.
 
+Redis refusing writes (``retry.REJECTED_WRITES``: out of memory, read-only, loading) is counted
+by reason: ``note_rejected`` adds it to a ``Stats`` buffer of the process, whose flush lands it
+in ``rejected_key()`` once Redis takes writes again. ``Stats.rejected`` reads that total plus
+its own buffer: the API's /metrics shows its own refusals during an outage, and the workers'
+once it is over.
+
 Why not prometheus_client: its multiprocess mode aggregates through files in one directory that
 every process shares, i.e. one host. Workers run in many containers on many hosts and the API
 process serves /metrics for all of them, so Redis stays the place where the figures meet.
@@ -39,6 +45,7 @@ from typing import Any, Final
 import redis
 from celery.signals import worker_process_shutdown
 
+from workers.domain.retry import rejected_write
 from workers.redis import keys
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,24 @@ HISTOGRAMS: Final = {
 }
 COUNTERS: Final = ("submit", "poll", "download", "throttled")
 FLUSH_INTERVAL_S: Final = 1.0
+REJECT_REASONS: Final = ("oom", "readonly", "loading")
+
+
+def rejected_key() -> str:
+    """The hash of refused writes by reason, summed over every process (no TTL: a counter)."""
+    return keys.rejected_writes()
+
+
+def note_rejected(exc: BaseException) -> str | None:
+    """Count ``exc`` if it is Redis refusing a write; returns its reason (None: not one)."""
+    reason = rejected_write(exc)
+    if reason is None:
+        return None
+    # One ``Stats`` of the process carries it to Redis (two would count it twice).
+    carrier = next(iter(list(_instances)), None)
+    if carrier is not None:
+        carrier.add(rejected_key(), reason)
+    return reason
 
 
 def minute(now: float | None = None) -> int:
@@ -124,6 +149,7 @@ class Stats:
         self._flushing = threading.Lock()
         self._buffer = _Buffer()
         self._armed = False
+        self._failing = False
 
     def count(self, provider: str, key_id: str, what: str, n: int = 1) -> None:
         name = keys.stats(provider, key_id, minute())
@@ -133,6 +159,30 @@ class Stats:
             self._arm()
         if self.flush_interval_s <= 0:
             self.flush()
+
+    def add(self, name: str, field: str, n: int = 1) -> None:
+        """Add ``n`` to a field of a counter hash that never expires, at the next flush."""
+        with self._lock:
+            self._buffer.ints[name][field] += n
+            self._arm()
+
+    def rejected(self) -> dict[str, int]:
+        """Refused writes by reason: what every process flushed, plus what this one has not
+        flushed yet (Redis may be refusing that very flush: read anyway)."""
+        self._try_flush()
+        raw: dict[bytes, bytes] = self.redis.hgetall(rejected_key())  # type: ignore[assignment]
+        stored = {k.decode(): int(v) for k, v in raw.items()}
+        with self._lock:
+            pending = dict(self._buffer.ints.get(rejected_key(), {}))
+        return {r: stored.get(r, 0) + pending.get(r, 0) for r in REJECT_REASONS}
+
+    def _try_flush(self) -> None:
+        """Flush before a read; a Redis that refuses writes may still answer the read."""
+        try:
+            self.flush()
+        except redis.RedisError as exc:
+            if rejected_write(exc) is None:
+                raise
 
     def observe(self, metric: str, seconds: float) -> None:
         name = keys.histogram(metric)
@@ -158,8 +208,12 @@ class Stats:
         time.sleep(self.flush_interval_s)
         try:
             self.flush()
+            self._failing = False
         except redis.RedisError as exc:
-            log.warning("stats: flush failed, figures kept for the next one: %s", exc)
+            # Retried every interval: said once per outage, not once a second.
+            if not self._failing:
+                log.warning("stats: flush failed, figures kept until Redis takes them: %s", exc)
+            self._failing = True
 
     def flush(self) -> int:
         """Write every buffered figure in one pipeline; returns the number of commands sent.
@@ -183,7 +237,7 @@ class Stats:
 
     def per_minute(self, provider: str, key_id: str) -> dict[str, float]:
         """Each counter over the last 60 s (the previous minute weighted by what is left)."""
-        self.flush()
+        self._try_flush()
         now = time.time()
         share = 1 - (now % 60) / 60
         pipe = self.redis.pipeline(transaction=False)
@@ -197,7 +251,7 @@ class Stats:
 
     def histogram(self, metric: str) -> dict[str, float]:
         """Cumulative buckets ``le:{bound}``, ``sum`` and ``count`` ({} before any figure)."""
-        self.flush()
+        self._try_flush()
         raw: dict[bytes, bytes] = self.redis.hgetall(keys.histogram(metric))  # type: ignore[assignment]
         return cumulative({k.decode(): float(v) for k, v in raw.items()})
 

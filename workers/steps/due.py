@@ -20,6 +20,11 @@ The same set finds lost steps, so there is no separate re-send loop:
 
 A step copied twice is harmless (each step claims its job first); the rules above keep copies
 rare, so that a backlog of thousands of queued steps causes no re-sends at all.
+
+Redis down or refusing writes (out of memory, a read-only replica, loading) stops no poller: a
+pass that fails changes nothing (``TAKE_DUE`` is one script; jobs it took but could not publish
+are re-sent by their ``check``), so the poller backs off and tries again, and says so once per
+outage, not once per pass.
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ from workers.domain import schedule
 from workers.domain.change import Change
 from workers.domain.jobs import State, parse_iso
 from workers.domain.messages import SENT_HEADER, Step, send
+from workers.domain.retry import rejected_write
 from workers.domain.row import DueJob, Notify
 from workers.redis import keys
+from workers.redis.stats import note_rejected
 
 log = logging.getLogger("vidqueue.due")
 
@@ -55,6 +62,10 @@ KOMBU_SEP: Final = "\x06\x16"
 # Worker clocks and Redis TIME may differ a little: a message published up to this long after
 # the job's ``sent`` time still counts as possibly ours (so a check errs towards leaving it).
 CLOCK_MARGIN_MS: Final = 1000
+# After a failed pass the poller waits this long, doubling per failed pass up to the maximum:
+# an outage costs Redis a few commands a second, and its end is seen within the maximum.
+OUTAGE_FIRST_S: Final = 0.25
+OUTAGE_MAX_S: Final = 2.0
 
 STEP_OF: Final[dict[State, StepName]] = {
     State.QUEUED: "submit",
@@ -182,16 +193,56 @@ class DuePoller:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        d = self._make_deps()
+        d: Deps | None = None
+        outage = Outage()
         while not self._stop.is_set():
             try:
+                # ``d.stats`` carries this process's refused writes to Redis (note_rejected).
+                d = d or _with_stats(self._make_deps())
                 if publish_due(d, self._app) >= BATCH:
+                    outage.passed()
                     continue
                 pause = _until_next(d)
-            except Exception:  # a Redis restart or a bug must not stop the thread
-                log.exception("due poller: pass failed; trying again")
-                pause = 1.0
+                outage.passed()
+            except Exception as exc:  # Redis trouble or a bug must not stop the thread
+                pause = outage.failed(exc)
             self._stop.wait(pause)
+
+
+def _with_stats(d: Deps) -> Deps:
+    _ = d.stats
+    return d
+
+
+class Outage:
+    """Failed passes in a row: logged when they start and when they end (a Redis outage is
+    thousands of passes), each followed by a longer wait, up to ``OUTAGE_MAX_S``."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.failures = 0
+
+    def failed(self, exc: Exception) -> float:
+        """Note a failed pass; returns how long to wait before the next one."""
+        note_rejected(exc)
+        if self.since is None:
+            self.since = time.monotonic()
+            if isinstance(exc, redis.RedisError):
+                why = f"refuses writes ({reason})" if (reason := rejected_write(exc)) else "fails"
+                log.warning("due poller: Redis %s: %s; waiting it out", why, exc)
+            else:
+                log.exception("due poller: pass failed; trying again with backoff")
+        self.failures += 1
+        return min(OUTAGE_MAX_S, OUTAGE_FIRST_S * 2.0 ** (self.failures - 1))
+
+    def passed(self) -> None:
+        """Note a pass that worked: the end of an outage, if there was one."""
+        if self.since is not None:
+            took = time.monotonic() - self.since
+            log.warning(
+                "due poller: working again after %.1f s (%d failed passes)", took, self.failures
+            )
+            self.since, self.failures = None, 0
 
 
 def _until_next(d: Deps) -> float:

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Final
+
+import redis
 
 from config.providers import ApiKey, ProviderConfig
 from workers.deps import Deps
@@ -36,7 +40,17 @@ from workers.providers.base import ProviderTask, VideoProvider
 from workers.steps.cancelling import honour_cancel
 from workers.steps.endings import dispatch, fail, job_error, release
 
+_UNREACHABLE: Final = (redis.ConnectionError, redis.TimeoutError)
+PERSIST_WAIT_S: Final = 60.0
+
 log = logging.getLogger("vidqueue.pipeline")
+
+# A submit_unknown job holds its slot for the model's p99 generation time × 1.5 + 60 s (at
+# most the provider's deadline); its due step (the due poller's backstop) comes a minute later.
+UNKNOWN_HOLD_PERCENTILE: Final = 0.99
+UNKNOWN_HOLD_FACTOR: Final = 1.5
+UNKNOWN_HOLD_MARGIN_S: Final = 60.0
+UNKNOWN_BACKSTOP_S: Final = 60.0
 
 
 def submit(job_id: str, d: Deps) -> list[Step]:
@@ -143,8 +157,10 @@ def _submitted(row: JobRow, task: ProviderTask, d: Deps) -> list[Step]:
         poll_mode=mode,
     )
     from_states = (State.SUBMITTING, State.SUBMIT_UNKNOWN)
-    if d.store.transition(
-        row.id, from_states, State.RUNNING, step_s=first, change=learned, event="running"
+    if _persist(
+        lambda: d.store.transition(
+            row.id, from_states, State.RUNNING, step_s=first, change=learned, event="running"
+        )
     ):
         waited = parse_iso(submitted_at) - parse_iso(row.created_at)
         d.stats.observe("time_to_submit", waited.total_seconds())
@@ -153,6 +169,24 @@ def _submitted(row: JobRow, task: ProviderTask, d: Deps) -> list[Step]:
     if d.store.transition(row.id, (State.CANCELLED,), None, step_s=first, change=learned):
         return [Step("poll", row.id, first)]
     return []
+
+
+def _persist(write: Callable[[], bool]) -> bool:
+    """Write what only this process knows (the provider has the task; its id is in memory).
+    A write Redis refuses for a while (out of memory, read-only, loading, unreachable) is tried
+    again here, backing off, for up to ``PERSIST_WAIT_S`` (below the claim's lease), instead of
+    being dropped: dropped, the job could only end as ``submit_unknown``."""
+    delay, deadline = 0.25, time.monotonic() + PERSIST_WAIT_S
+    while True:
+        try:
+            return write()
+        except redis.RedisError as exc:
+            passing = retry.rejected_write(exc) or isinstance(exc, _UNREACHABLE)
+            if not passing or time.monotonic() + delay > deadline:
+                raise
+            log.warning("a write of the submit's outcome was refused (%s); trying again", exc)
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
 
 
 def _callback_url(row: JobRow, spec: JobSpec, d: Deps) -> str | None:
@@ -202,8 +236,9 @@ def _submit_later(row: JobRow, exc: RetryableError, d: Deps) -> list[Step]:
 
 def _outcome_unknown(row: JobRow, d: Deps, why: str) -> list[Step]:
     """Ask the provider for the task by the job id; failing that, park the job for
-    reconciliation. Its slot stays held until the provider's deadline, since the provider may
-    be generating it; the sweep frees the slot after that."""
+    reconciliation. Its slot stays held while the provider may still count the task: until
+    the model's learned p99 generation time plus a margin (``unknown_hold_s``), at most the
+    provider's deadline; the sweep then frees it (``workers.steps.sweep``)."""
     config = d.config(row.provider)
     try:
         found = d.provider(config.name).reconcile(row.id, d.key(config.name, row.slot_key_id))
@@ -214,17 +249,35 @@ def _outcome_unknown(row: JobRow, d: Deps, why: str) -> list[Step]:
         log.info("job %s: reconciled with provider task %s", row.id, found.id)
         return _submitted(row, found, d)
     unknown = SubmitOutcomeUnknown(f"{config.name}: {why}")
-    d.store.transition(
+    hold_s = unknown_hold_s(config, d.recent_durations(config.name, row.model))
+    now_ms = int(time.time() * 1000)
+    parked = d.store.transition(
         row.id,
         (State.SUBMITTING,),
         State.SUBMIT_UNKNOWN,
-        step_s=config.timeout_s,
+        # A backstop only: the due poller frees the slot then if no sweep did.
+        step_s=hold_s + UNKNOWN_BACKSTOP_S,
         change=Change(
             error=job_error(unknown),
             at_provider=True,
-            deadline_ms=int((time.time() + config.timeout_s) * 1000),
+            deadline_ms=now_ms + int(config.timeout_s * 1000),
+            hold_since_ms=now_ms,
+            hold_until_ms=now_ms + int(hold_s * 1000),
         ),
         event=SUBMIT_UNKNOWN,
     )
-    log.error("job %s parked as submit_unknown: %s", row.id, why)
+    if parked:  # the lease runs out at the hold's end, when the sweep decides it
+        d.gate.hold(config.name, row.slot_key_id, row.id, hold_s)
+    log.error("job %s parked as submit_unknown (slot held %.0fs): %s", row.id, hold_s, why)
     return honour_cancel(row.id, d)
+
+
+def unknown_hold_s(config: ProviderConfig, durations: list[float]) -> float:
+    """How long a submit_unknown job holds its slot: as long as the provider could still be
+    generating it — the model's p99 generation time × 1.5 + 60 s, learned from its recent
+    durations, at most the provider's deadline; the deadline while fewer than
+    ``schedule.MIN_SAMPLES`` durations are known."""
+    if len(durations) < schedule.MIN_SAMPLES:
+        return float(config.timeout_s)
+    p99 = schedule.percentile(durations, UNKNOWN_HOLD_PERCENTILE)
+    return min(float(config.timeout_s), p99 * UNKNOWN_HOLD_FACTOR + UNKNOWN_HOLD_MARGIN_S)
