@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     s3_request_concurrency: int = Field(default=8, ge=1)
 
     api_tokens: str = ""
+    # A TOML file of named API tokens and the fair-share tenants each may name
+    # (producer.tokens); used with api_tokens, which keeps meaning one producer per token.
+    api_tokens_file: str = ""
     webhook_secret: str = ""
     allow_private_callbacks: bool = False
 

@@ -28,6 +28,7 @@ from producer import (
     health,
     metrics,
     openai_facade,
+    tokens,
 )
 from producer.web import client, producer_identity
 
@@ -36,11 +37,13 @@ __all__ = ["app", "client", "producer_identity"]
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    """Read the providers file at startup, so a bad one stops the API with a clear error.
-    Then everything loaded so far is left out of garbage collection (``gc.freeze``), which
-    keeps the collector's pauses out of request latencies. The ``Stats`` built here carries
-    the writes Redis refuses this process to /metrics (``workers.redis.stats.note_rejected``)."""
+    """Read the providers and tokens files at startup, so a bad one stops the API with a clear
+    error naming the field. Then everything loaded so far is left out of garbage collection
+    (``gc.freeze``), which keeps the collector's pauses out of request latencies. The
+    ``Stats`` built here carries the writes Redis refuses this process to /metrics
+    (``workers.redis.stats.note_rejected``)."""
     client().validate_config()
+    tokens.load(client().settings.api_tokens, client().settings.api_tokens_file)
     client().deps.stats  # noqa: B018 (built now, not on the first refusal)
     gc.collect()
     gc.freeze()

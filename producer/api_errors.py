@@ -36,6 +36,7 @@ from workers.domain.errors import (
     JobNotFound,
     PermanentError,
     RetryableError,
+    TenantNotAllowed,
     UploadTooLarge,
     VidqueueError,
 )
@@ -88,6 +89,7 @@ RULES: Final[dict[type[Exception], Rule]] = {
     ),
     JobNotFound: lambda e: Answer(404, e.code, e.message, "id"),
     InvalidSpec: lambda e: Answer(422, e.code, e.message, e.field),
+    TenantNotAllowed: lambda e: Answer(403, e.code, e.message, e.field),
     IdempotencyConflict: lambda e: Answer(409, e.code, e.message, e.field),
     CancelRefused: lambda e: Answer(409, e.code, e.message),
     InvalidCursor: lambda e: Answer(400, e.code, e.message, "cursor"),

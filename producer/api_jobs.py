@@ -18,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 
 from producer import web
 from producer.dispatches import Dispatches
-from producer.web import Producer, RouteError, client, producer_identity
+from producer.tokens import Caller
+from producer.web import Producer, RouteError, caller, client
 from workers.domain.jobs import JobRecord, JobSpec, State
 from workers.redis import listing
 
@@ -42,25 +43,28 @@ class Timeline(BaseModel):
     events: list[dict[str, Any]]
 
 
-def _caller(request: Request) -> tuple[str, str | None]:
-    """The producer (see ``producer_identity``) and the ``Idempotency-Key``, read directly:
-    the create routes are the hot path, and FastAPI's parameter machinery costs more than
-    these two lookups."""
+def _caller(request: Request) -> tuple[Caller, str | None]:
+    """The caller (see ``web.caller``) and the ``Idempotency-Key``, read directly: the create
+    routes are the hot path, and FastAPI's parameter machinery costs more than these two
+    lookups."""
     headers = request.headers
-    return producer_identity(headers.get("authorization")), headers.get("idempotency-key")
+    return caller(headers.get("authorization")), headers.get("idempotency-key")
 
 
 @router.post("/v1/jobs", status_code=202, response_model=JobRecord, openapi_extra=_SPEC_BODY)
 async def create_job(request: Request) -> Response:
     """Enqueue one job. The ``Idempotency-Key`` header makes a retried POST return the same
-    job; the same key with a different spec is a 409."""
-    producer, idempotency_key = _caller(request)
+    job; the same key with a different spec is a 409. Its fair-share key is the token's
+    tenant: a ``labels.tenant`` the token may not name is a 403 (``producer.tokens``)."""
+    who, idempotency_key = _caller(request)
     spec = await web.json_object(request)
     if idempotency_key:
         if spec.get("idempotency_key") not in (None, idempotency_key):
             raise RouteError(400, "invalid_request", _TWO_KEYS, "idempotency_key")
         spec["idempotency_key"] = idempotency_key
-    accept = partial(client().accept, [spec], producer=producer, one=True, dispatch=False)
+    accept = partial(
+        client().accept, [spec], producer=who.producer, one=True, dispatch=False, fair=who.fair_key
+    )
     # Checking an image or a callback URL may take I/O (S3, DNS): that is done in a thread.
     # An upload's ownership check waits on S3 at most ``s3_request_deadline_s`` (a 503 after),
     # and only so many such checks wait at once (``producer.files``): the pool stays free.
@@ -74,8 +78,9 @@ async def create_job(request: Request) -> Response:
 async def create_jobs(request: Request) -> Response:
     """Enqueue up to 1,000 jobs, all or none: every spec is validated first (a bad one is a
     422 naming ``jobs.{index}.{field}``), then all are created by one Redis script call. With
-    ``Idempotency-Key``, job *i* gets the key ``{key}:{i}``: a retried batch is the same jobs."""
-    producer, idempotency_key = _caller(request)
+    ``Idempotency-Key``, job *i* gets the key ``{key}:{i}``: a retried batch is the same jobs.
+    A tenant the token may not name is a 403 naming ``jobs.{index}.labels.tenant``."""
+    who, idempotency_key = _caller(request)
     body = await web.json_object(request, web.MAX_BATCH_BODY)
     specs = body.get("jobs")
     if not isinstance(specs, list):
@@ -84,7 +89,12 @@ async def create_jobs(request: Request) -> Response:
     if unknown:
         raise RouteError(422, "invalid_request", "unknown field", unknown[0])
     accepted = await run_in_threadpool(
-        client().accept, specs, producer=producer, idempotency_key=idempotency_key, dispatch=False
+        client().accept,
+        specs,
+        producer=who.producer,
+        idempotency_key=idempotency_key,
+        dispatch=False,
+        fair=who.fair_key,
     )
     return _accepted('{"jobs":[' + ",".join(accepted.json()) + "]}", accepted.providers)
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter, ValidationError
 
-from workers.domain.errors import IdempotencyConflict, InvalidSpec
+from workers.domain.errors import IdempotencyConflict, InvalidSpec, TenantNotAllowed
 from workers.domain.jobs import JobRecord, JobSpec
 from workers.redis import enqueue
 
@@ -58,6 +58,30 @@ def fingerprint(spec: JobSpec, producer: str) -> str:
     canonical = spec.model_dump(mode="json", exclude_none=True, exclude={"idempotency_key"})
     text = json.dumps([producer, canonical], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def new_jobs(
+    specs: Sequence[JobSpec],
+    producer: str,
+    fair: Callable[[JobSpec], str] | None = None,
+    *,
+    one: bool = False,
+) -> list[enqueue.NewJob]:
+    """The jobs to create from valid specs, each with its id, fingerprint and fair-share key.
+    ``fair`` is the HTTP API's (from the caller's token, see ``producer.tokens``); without it
+    the key is read from the spec when the job is created (a trusted direct client). In a
+    batch, a ``TenantNotAllowed`` names ``jobs.{index}.{field}``."""
+    jobs = []
+    for index, spec in enumerate(specs):
+        try:
+            key = fair(spec) if fair else None
+        except TenantNotAllowed as exc:
+            if one:
+                raise
+            bare = exc.message.removeprefix(f"{exc.field}: ")
+            raise TenantNotAllowed(f"jobs.{index}.{exc.field}", bare) from None
+        jobs.append(enqueue.NewJob.of(new_job_id(), spec, fingerprint(spec, producer), key))
+    return jobs
 
 
 def bare_message(exc: InvalidSpec) -> str:

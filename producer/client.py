@@ -168,15 +168,16 @@ class Client:
         idempotency_key: str | None = None,
         one: bool = False,
         dispatch: bool = True,
+        fair: Callable[[JobSpec], str] | None = None,
     ) -> batch.Accepted:
         """``enqueue`` (``one``: errors name the spec's own fields) or ``enqueue_many``, with
-        the records still to render: the API writes the new ones' JSON from what was stored.
-        Without ``dispatch`` the caller fills the providers' free slots (``dispatch``) itself,
-        e.g. after answering."""
+        the records still to render (the API writes their JSON from what was stored). Without
+        ``dispatch`` the caller fills free slots itself, e.g. after answering. ``fair``: each
+        job's fair-share key (the API's, from the token; see ``batch.new_jobs``)."""
         who = self._who(producer)
         check = partial(self.validate, producer=who)
         valid = [check(specs[0])] if one else batch.validate_all(specs, check, idempotency_key)
-        jobs = [enqueue.NewJob.of(batch.new_job_id(), s, batch.fingerprint(s, who)) for s in valid]
+        jobs = batch.new_jobs(valid, who, fair, one=one)
         batch.check_keys(valid, [job.fingerprint for job in jobs])
         created = self._creator.create(jobs, producer=who)
         assert created is not None

@@ -14,6 +14,7 @@ vidqueue's jobs, so the official OpenAI SDKs and tools built for Sora can use vi
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated, Any, Final, Literal
 
 from botocore.exceptions import ClientError
@@ -24,7 +25,7 @@ from starlette.datastructures import UploadFile
 
 from producer import openai_videos, web
 from producer.openai_videos import STATUS, video
-from producer.web import Producer, RouteError, client
+from producer.web import Producer, RouteError, Who, client
 from workers.domain.jobs import TERMINAL, JobRecord, State
 from workers.io.storage import storage_errors
 from workers.io.uploads import MAX_UPLOAD_BYTES
@@ -47,14 +48,16 @@ def _respond(record: JobRecord) -> JSONResponse:
 @router.post("", summary="Create a video (OpenAI-compatible)")
 async def create_video(
     request: Request,
-    producer: Producer,
+    who: Who,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
+    """The job's fair-share key is the token's default tenant: OpenAI's parameters name none."""
     fields, image = await _create_fields(request)
     spec = openai_videos.spec_from(client().catalogue, fields, idempotency_key)
     if image is not None:
-        spec["image"] = await client().s3.run(_upload, image, producer)
-    record = await run_in_threadpool(client().enqueue, spec, producer=producer)
+        spec["image"] = await client().s3.run(_upload, image, who.producer)
+    accept = partial(client().accept, [spec], producer=who.producer, one=True, fair=who.default)
+    [record] = (await run_in_threadpool(accept)).records()
     return _respond(record)
 
 

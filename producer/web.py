@@ -4,7 +4,6 @@ reads itself. How errors are answered is ``producer.api_errors``'s one concern."
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Final, NoReturn
@@ -14,7 +13,10 @@ from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from config.settings import get_settings
+from producer import tokens
 from producer.client import Client
+from producer.tokens import Caller
+from producer.tokens import identity as identity
 
 OPENAI_PREFIX: Final = "/v1/videos"
 UPLOADS_PATH: Final = "/v1/uploads"
@@ -43,25 +45,34 @@ class RouteError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
-def producer_identity(authorization: Annotated[str | None, Header()] = None) -> str:
-    """The caller's identity (a hash of its bearer token); 401 when tokens are required."""
-    tokens = get_settings().api_token_set
+def caller(authorization: str | None = None) -> Caller:
+    """Who sent a request (see ``producer.tokens``), from its ``Authorization`` header; a 401
+    when tokens are required and this is none of them. Without tokens every caller is
+    trusted: its identity is a hash of whatever token it sends, and it may name any tenant."""
+    settings = get_settings()
+    known = tokens.load(settings.api_tokens, settings.api_tokens_file)
     scheme, _, token = (authorization or "").strip().partition(" ")
-    if scheme.lower() != "bearer":
-        token = ""
-    token = token.strip()
-    if not tokens:
-        return "anonymous" if not token else identity(token)
-    if token not in tokens:
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    if not known.known:
+        return Caller("anonymous" if not token else identity(token), None)
+    found = known.find(token) if token else None
+    if found is None:
         raise RouteError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is required")
-    return identity(token)
+    return found
 
 
-def identity(token: str) -> str:
-    return "token-" + hashlib.sha256(token.encode()).hexdigest()[:12]
+def request_caller(authorization: Annotated[str | None, Header()] = None) -> Caller:
+    """``caller`` as a FastAPI dependency (``Who``), for routes that need the tenants too."""
+    return caller(authorization)
+
+
+def producer_identity(authorization: Annotated[str | None, Header()] = None) -> str:
+    """The caller's producer identity: the token's name, or a hash of a plain token."""
+    return caller(authorization).producer
 
 
 Producer = Annotated[str, Depends(producer_identity)]
+Who = Annotated[Caller, Depends(request_caller)]
 
 
 def openapi_body(content: dict[str, Any], *headers: str) -> dict[str, Any]:

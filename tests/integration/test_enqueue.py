@@ -24,7 +24,7 @@ from workers.redis.enqueue import Creator, NewJob
 
 VARIED = [
     GOOD,
-    {**GOOD, "priority": 7, "labels": {"tenant": "acme", "team": "a"}},
+    {**GOOD, "priority": 7, "labels": {"shop": "acme", "team": "a"}},
     {**GOOD, "prompt": "un phare au crépuscule, 灯塔 🌅", "options": {"user_id": "user-0001"}},
     {**GOOD, "model": "cogvideox-3", "duration": 5, "size": "1280x720", "fps": 30},
     {**GOOD, "idempotency_key": "varied-1", "with_audio": True},

@@ -25,12 +25,16 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @contextmanager
-def in_process_api(live: LiveStack, db: int = 15) -> Iterator[tuple[TestClient, redis.Redis]]:
+def in_process_api(
+    live: LiveStack, db: int = 15, tokens_file: str = ""
+) -> Iterator[tuple[TestClient, redis.Redis]]:
     """The API app in this process, on database ``db`` of the live Redis, the live S3 and the
-    live providers file, accepting ``TOKENS`` (each a producer). The database is emptied."""
+    live providers file, accepting ``TOKENS`` (each a producer) and those of ``tokens_file``
+    (``VIDQUEUE_API_TOKENS_FILE``). The database is emptied."""
     base = live.settings.redis_url.rsplit("/", 1)[0]
+    plain = ",".join((API_TOKEN, *TOKENS))
     settings = live.settings.model_copy(
-        update={"redis_url": f"{base}/{db}", "api_tokens": ",".join((API_TOKEN, *TOKENS))}
+        update={"redis_url": f"{base}/{db}", "api_tokens": plain, "api_tokens_file": tokens_file}
     )
     store = redis.Redis.from_url(settings.redis_url)
     store.flushdb()

@@ -45,6 +45,17 @@ class InvalidSpec(VidqueueError):
         self.field = field
 
 
+class TenantNotAllowed(VidqueueError):
+    """A job names a fair-share tenant its API token may not use (the HTTP API answers 403).
+    Not an ``InvalidSpec``: the spec is well formed; this caller may not send it."""
+
+    code = "tenant_not_allowed"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
 class RetryableError(VidqueueError):
     """A transient failure: try the same step again later, ideally after ``retry_after_s``."""
 

@@ -32,16 +32,21 @@ _TAIL: Final = (
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job about to be created: its spec, stored as ``spec_json``, under ``fingerprint``."""
+    """A job about to be created: its spec, stored as ``spec_json``, under ``fingerprint``.
+    ``fair``: its fair-share key when the caller decided it (the HTTP API, from the token),
+    else ``fair_key`` of the spec; the spec itself is stored as sent either way."""
 
     job_id: str
     spec: JobSpec
     spec_json: str
     fingerprint: str
+    fair: str | None = None
 
     @classmethod
-    def of(cls, job_id: str, spec: JobSpec, fingerprint: str = "") -> NewJob:
-        return cls(job_id, spec, spec.model_dump_json(exclude_none=True), fingerprint)
+    def of(
+        cls, job_id: str, spec: JobSpec, fingerprint: str = "", fair: str | None = None
+    ) -> NewJob:
+        return cls(job_id, spec, spec.model_dump_json(exclude_none=True), fingerprint, fair)
 
     def record(self, created_at: str) -> JobRecord:
         """The record exactly as a read of the new job returns it."""
@@ -109,7 +114,7 @@ class Creator:
         event = json.dumps({"at": created_at, "state": State.QUEUED, "event": "created"})
         batch = CreateArgs(producer)
         for job in jobs:
-            fair = fair_key(job.spec, producer)
+            fair = job.fair or fair_key(job.spec, producer)
             batch.add(job.job_id, job.spec, job.spec_json, job.fingerprint, fair)
         argv: list[Any] = [producer, created_at, event, keys.IDEMPOTENCY_TTL_S, keys.job_prefix()]
         argv.append(json.dumps(batch.rows, ensure_ascii=False, separators=(",", ":")))
