@@ -77,7 +77,7 @@ class RequestS3:
                         s.s3_endpoint_url,
                         connect_s=s.s3_request_connect_timeout_s,
                         read_s=s.s3_request_read_timeout_s,
-                        attempts=1,
+                        retries=0,
                     )
                     self._storage = Storage(s, client)
         return self._storage

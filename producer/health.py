@@ -22,12 +22,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import boto3
 import redis
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config.settings import Settings
+from workers.io.storage import s3_client
 from workers.redis import keys
 from workers.redis.stats import note_rejected
 
@@ -78,15 +77,8 @@ def s3_probe_client(endpoint_url: str) -> Any:
     once per endpoint (boto3 builds clients unsafely across threads: under a lock)."""
     with _clients_lock:
         if endpoint_url not in _clients:
-            config = Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                connect_timeout=S3_TIMEOUT_S,
-                read_timeout=S3_TIMEOUT_S,
-                retries={"total_max_attempts": 1, "mode": "standard"},
-            )
-            _clients[endpoint_url] = boto3.client(
-                "s3", endpoint_url=endpoint_url or None, config=config
+            _clients[endpoint_url] = s3_client(
+                endpoint_url, connect_s=S3_TIMEOUT_S, read_s=S3_TIMEOUT_S, retries=0
             )
         return _clients[endpoint_url]
 

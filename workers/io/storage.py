@@ -59,10 +59,12 @@ class StoredObject:
 
 
 def s3_client(
-    endpoint_url: str, *, connect_s: float = 5, read_s: float = 60, attempts: int = 3
+    endpoint_url: str, *, connect_s: float = 5, read_s: float = 60, retries: int = 3
 ) -> S3Client:
     """A client with our settings. The defaults are the mirror's: a copy may ride out a slow S3.
-    The API's request paths pass short timeouts and one attempt (``producer.files``)."""
+    The API's request paths and its readiness probe pass short timeouts and no retries
+    (``producer.files``, ``producer.health``). ``retries`` counts tries after the first
+    (botocore's ``max_attempts``)."""
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
@@ -72,7 +74,7 @@ def s3_client(
         response_checksum_validation="when_required",
         connect_timeout=connect_s,
         read_timeout=read_s,
-        retries={"max_attempts": attempts, "mode": "standard"},
+        retries={"max_attempts": retries, "mode": "standard"},
     )
     return boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
 
