@@ -44,10 +44,13 @@ lint: venv
 bench: venv
 	@if [ -f tests/bench.py ]; then $(BIN)/python -m tests.bench; else echo "no benchmarks yet"; fi
 
-# At least 500 jobs through worker SIGKILLs, a Redis restart and provider and S3 faults; prints
-# lost jobs, duplicate submissions, cap violations, sha mismatches and more (tests/chaos.py).
+# At least 500 jobs through worker SIGKILLs, a Redis restart, a Redis memory spike, an S3 stall
+# and provider and S3 faults, then again with CPU hogs on every core (--load); prints lost jobs,
+# duplicate submissions, cap violations, sha mismatches, each fault's time to recover and more
+# (tests/chaos.py).
 chaos: venv
 	$(BIN)/python -m tests.chaos --jobs 500
+	$(BIN)/python -m tests.chaos --jobs 500 --load
 
 # Build and tool caches only: .venv and the local stack's data in .run are kept
 # (`make down` first, then `rm -rf .run` to drop the stack's data).

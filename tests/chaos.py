@@ -1,19 +1,28 @@
 """``make chaos``: vidqueue's promises, checked on a real stack while everything goes wrong.
 
     python -m tests.chaos --jobs 500 --workers 3 --seed 7
+    python -m tests.chaos --jobs 500 --load     # the same on a loaded machine
 
 Its own stack on free ports (Redis with AOF, SeaweedFS behind the S3 fault proxy, the simulator,
 2-3 workers, beat). While jobs are enqueued: a random worker is SIGKILLed about every 10 s and
-replaced, Redis is restarted once (gracefully: AOF on, appendfsync everysec), and the simulator
-(5xx, 429 + Retry-After, answers lost after an accepted submit, malformed JSON, unknown statuses,
-slow, truncated and failing downloads) and the proxy (resets, 500s, stalls) inject faults all
-along. Then the faults stop and the run waits for the drain. Only retryable faults are injected,
-so every job must succeed, except submits whose outcome could not be known: those park as
-``submit_unknown`` (counted and reported, never re-sent: Zhipu refuses a repeated request id).
+replaced; one at a time, Redis is restarted (gracefully: AOF on, appendfsync everysec), runs out
+of memory for a few seconds (a memory spike: every write refused with OOM), and S3 stalls for a
+few seconds (SeaweedFS SIGSTOPped); and the simulator (5xx, 429 + Retry-After, answers lost
+after an accepted submit, malformed JSON, unknown statuses, slow, truncated and failing
+downloads) and the proxy (resets, 500s, stalls) inject faults all along. Then the faults stop
+and the run waits for the drain. Only retryable faults are injected, so every job must succeed,
+except submits whose outcome could not be known: those park as ``submit_unknown`` (counted and
+reported, never re-sent: Zhipu refuses a repeated request id).
+
+``--load`` runs the fault phase on a loaded machine: one CPU hog per core (``--load-hogs``),
+each busy ``--load-on-s`` then idle ``--load-off-s``, over and over (``tests.chaos_load``).
+``make chaos`` runs both modes, one after the other.
 
 The checks (``tests.chaos_checks``) print jobs, kills, restarts, faults by kind, lost jobs,
-duplicate submissions, cap violations, sha mismatches, unknown-outcome submits and the drain
-time. The exit status is 0 only when nothing was lost, paid twice, over the cap or corrupted.
+duplicate submissions, cap violations, sha mismatches, unknown-outcome submits, each timed
+fault's time to recover (``tests.chaos_faults`` defines it: from the fault's lift to the next
+job succeeding), the load average over the fault phase and the drain time. The exit status is
+0 only when nothing was lost, paid twice, over the cap or corrupted.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -29,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -43,6 +54,16 @@ from devstack.processes import StartError
 from devstack.stack import Stack
 from producer.client import Client
 from tests.chaos_checks import SETTLED, Report, check
+from tests.chaos_faults import (
+    MemorySpike,
+    Outage,
+    Outages,
+    RecoveryWatch,
+    RedisRestart,
+    S3Stall,
+    Timed,
+)
+from tests.chaos_load import CpuLoad, LoadSummary
 from workers.redis import keys
 from workers.redis.store import Store
 
@@ -107,7 +128,18 @@ class ChaosConfig:
     # ``chaos_after_s`` past the enqueueing); then the faults stop and the drain is timed.
     backlog_share: float = 0.05
     chaos_after_s: float = 180.0
+    # The timed faults (tests.chaos_faults), one at a time; a negative time leaves one out.
     redis_restart_at_s: float = 45.0
+    memory_spike_at_s: float = 70.0
+    memory_spike_s: float = 5.0
+    s3_stall_at_s: float = 95.0
+    s3_stall_s: float = 5.0
+    # A loaded machine over the fault phase (tests.chaos_load): ``load_hogs`` CPU hogs (0: one
+    # per core), each busy ``load_on_s`` then idle ``load_off_s``.
+    load: bool = False
+    load_hogs: int = 0
+    load_on_s: float = 4.0
+    load_off_s: float = 2.0
     gen_time_s: float = 2.0
     video_bytes: int = 256 * 1024
     timeout_s: float = 60.0
@@ -128,11 +160,30 @@ class Chaos:
         self.ids: list[str] = []
         self.workers: dict[str, str] = {}  # running worker → "worker" or "mirror"
         self.started_workers = 0
-        self.kills = self.restarts = 0
+        self.kills = 0
         self.sim = f"http://127.0.0.1:{settings.sim_port}"
         self.proxy = stack.env["VIDQUEUE_S3_ENDPOINT_URL"]
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.started = time.monotonic()
+        self.watch = RecoveryWatch(self.redis, self.started)
+        self.outages = Outages(self._schedule(), self.watch, self.say)
+        self.load = LoadSummary()
+
+    @property
+    def restarts(self) -> int:
+        return self.outages.count(RedisRestart.kind)
+
+    def _schedule(self) -> list[Timed]:
+        """The timed faults the config asks for, in the order they are due."""
+        c = self.config
+        wanted: list[tuple[Outage, float, float]] = [
+            (RedisRestart(self.stack), c.redis_restart_at_s, 0.0),
+            (MemorySpike(redis.Redis.from_url(self.settings.redis_url)), c.memory_spike_at_s,
+             c.memory_spike_s),
+            (S3Stall(self.stack), c.s3_stall_at_s, c.s3_stall_s),
+        ]  # fmt: skip
+        timed = [Timed(outage, at, hold) for outage, at, hold in wanted if at >= 0]
+        return sorted(timed, key=lambda t: t.at_s)
 
     def say(self, line: str) -> None:
         self.config.log(f"[chaos {time.monotonic() - self.started:6.1f}s] {line}")
@@ -147,17 +198,47 @@ class Chaos:
         self.say(f"faults {'on' if on else 'off'}")
 
     def run(self) -> Report:
-        self.started = time.monotonic()
+        self.started = self.watch.started = time.monotonic()
+        self.watch.start()
+        try:
+            self.loaded_fault_phase()
+            self.video_bytes(self.config.video_bytes)
+            self.faults(on=False)
+            faults_off = time.monotonic()
+            unsettled = self.drain(faults_off + self.config.drain_timeout_s)
+        finally:
+            self.watch.stop()  # recoveries not seen by the end of the drain stay None
+        drained_s = time.monotonic() - faults_off
+        self.say(f"drained in {drained_s:.1f}s ({len(unsettled)} unsettled); checking")
+        report = check(self, drained_s)
+        report.recoveries = list(self.watch.recoveries)
+        report.load = self.load
+        report.total_s = time.monotonic() - self.started
+        return report
+
+    def loaded_fault_phase(self) -> None:
+        """The fault phase, with the CPU hogs of ``--load`` (if asked) and the load average
+        sampled; whatever ends it, the hogs are killed and a fault still on is lifted."""
+        c = self.config
+        try:
+            with CpuLoad(self._hogs(), c.load_on_s, c.load_off_s, self._phase_bound_s()) as load:
+                self.load = load.summary
+                self.say(f"fault phase: {len(load.pids())} CPU hogs")
+                self.fault_phase()
+        finally:
+            self.outages.lift_all()
+
+    def fault_phase(self) -> None:
+        """Enqueue on a thread; kill workers and run the timed faults until ``chaos_done``.
+        A kill due while a timed fault is on or recovering waits (tests.chaos_faults)."""
         self.faults(on=True)
         enqueuer = threading.Thread(target=self.enqueue_all, daemon=True)
         enqueuer.start()
         next_kill = self.started + self.config.kill_every_s * self.rng.uniform(0.7, 1.3)
         large_until = 0.0
         while not self.chaos_done(enqueuer):
-            now = time.monotonic()
-            if not self.restarts and now - self.started >= self.config.redis_restart_at_s:
-                self.restart_redis()
-            if now >= next_kill:
+            self.outages.tick(time.monotonic() - self.started)
+            if time.monotonic() >= next_kill and self.outages.quiet():
                 if self.rng.random() < 0.3:  # a short window of large (multipart) videos
                     self.video_bytes(LARGE_VIDEO_BYTES)
                     large_until = time.monotonic() + 1.0
@@ -167,19 +248,22 @@ class Chaos:
                 self.video_bytes(self.config.video_bytes)
                 large_until = 0.0
             time.sleep(0.2)
-        self.video_bytes(self.config.video_bytes)
-        self.faults(on=False)
-        faults_off = time.monotonic()
-        unsettled = self.drain(faults_off + self.config.drain_timeout_s)
-        drained_s = time.monotonic() - faults_off
-        self.say(f"drained in {drained_s:.1f}s ({len(unsettled)} unsettled); checking")
-        report = check(self, drained_s)
-        report.total_s = time.monotonic() - self.started
-        return report
+
+    def _hogs(self) -> int:
+        """CPU hogs for this run: none unless ``load``; then ``load_hogs``, or one per core."""
+        if not self.config.load:
+            return 0
+        return self.config.load_hogs or os.cpu_count() or 1
+
+    def _phase_bound_s(self) -> float:
+        """The longest the fault phase can last (``chaos_done``), plus a margin: a hog exits
+        by itself after this long, even if nothing stops it."""
+        return self.config.enqueue_s + self.config.chaos_after_s + 120.0
 
     def chaos_done(self, enqueuer: threading.Thread) -> bool:
-        """Every job enqueued, enough kills, Redis restarted, and the backlog nearly gone."""
-        if enqueuer.is_alive() or self.kills < self.config.min_kills or not self.restarts:
+        """Every job enqueued, enough kills, every timed fault over, and the backlog nearly
+        gone."""
+        if enqueuer.is_alive() or self.kills < self.config.min_kills or not self.outages.done():
             return False
         late = time.monotonic() - self.started > self.config.enqueue_s + self.config.chaos_after_s
         return late or len(self.unsettled()) <= self.config.backlog_share * self.config.jobs
@@ -238,12 +322,6 @@ class Chaos:
         role = self.workers.pop(victim)
         self.say(f"kill {self.kills}: SIGKILLed {victim}; starting a new {role}")
         self.start_worker(role)
-
-    def restart_redis(self) -> None:
-        began = time.monotonic()
-        self.stack.restart("redis")
-        self.restarts += 1
-        self.say(f"redis restarted gracefully in {time.monotonic() - began:.1f}s")
 
     def story(self, job_id: str) -> str:
         """The job's state and its last few events, for a job that is slow to settle."""
@@ -326,17 +404,34 @@ def run(config: ChaosConfig, *, keep: bool = False) -> Report:
     return report
 
 
+def _interrupt_on_sigterm() -> None:
+    """A SIGTERM (``kill``, a CI timeout) ends the run as Ctrl-C does: through every
+    ``finally``, so the CPU hogs are killed, Redis and S3 are given back and the stack stops."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _interrupt_on_sigterm()
     defaults = ChaosConfig()
     parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
-    for name in ("jobs", "workers", "mirror_workers", "concurrency", "cap", "min_kills", "seed"):
+    ints = ("jobs", "workers", "mirror_workers", "concurrency", "cap", "min_kills", "seed")
+    for name in (*ints, "load_hogs"):
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
         )
-    for name in ("kill_every_s", "enqueue_s", "redis_restart_at_s", "drain_timeout_s"):
+    floats = ("kill_every_s", "enqueue_s", "drain_timeout_s", "redis_restart_at_s")
+    faults = ("memory_spike_at_s", "memory_spike_s", "s3_stall_at_s", "s3_stall_s")
+    for name in (*floats, *faults, "load_on_s", "load_off_s"):
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
         )
+    parser.add_argument(
+        "--load", action="store_true", help="CPU hogs on every core over the fault phase"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     args = vars(parser.parse_args(argv))
     keep = args.pop("keep")

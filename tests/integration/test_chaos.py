@@ -1,6 +1,8 @@
 """A smaller chaos run inside ``make test`` (``make chaos`` runs the full one: tests/chaos.py),
-and the two things a Redis restart did that the chaos run found: it stopped every worker, and
-it cut short every running step (a mirror then waited out its two-minute claim)."""
+with each timed fault (a Redis restart, a memory spike, an S3 stall) once; the CPU hogs of its
+loaded mode are always stopped; and the two things a Redis restart did that the chaos run
+found: it stopped every worker, and it cut short every running step (a mirror then waited out
+its two-minute claim)."""
 
 from __future__ import annotations
 
@@ -20,11 +22,14 @@ from devstack.ports import free_ports
 from devstack.stack import Stack
 from producer.client import Client
 from tests import chaos
+from tests.chaos_load import CpuLoad
 from workers.domain.jobs import JobRecord, State
 from workers.redis import keys
 
-# About 45 s: stack start, 60 jobs enqueued over 20 s with a worker SIGKILLed every ~6 s and
-# Redis restarted at 10 s, provider and S3 faults all along, then the drain and the checks.
+# About 45 s: stack start, 60 jobs enqueued over 20 s with a worker SIGKILLed every ~6 s, Redis
+# out of memory at 4 s for 3 s, restarted at 10 s, S3 stopped at 15 s for 3 s (one fault at a
+# time: a fault or a kill waits for the last fault's recovery), provider and S3 faults all
+# along, then the drain and the checks.
 # The SIGKILLed workers serve submits and polls; the mirror worker is spared here, since a
 # mirror killed mid-copy waits out its claim (30 s, then the grace: 15 s) (``make chaos`` kills
 # mirrors too).
@@ -40,6 +45,10 @@ SMALL = chaos.ChaosConfig(
     min_kills=3,
     enqueue_s=20.0,
     redis_restart_at_s=10.0,
+    memory_spike_at_s=4.0,
+    memory_spike_s=3.0,
+    s3_stall_at_s=15.0,
+    s3_stall_s=3.0,
     gen_time_s=1.0,
     timeout_s=30.0,
     drain_timeout_s=200.0,
@@ -49,11 +58,13 @@ SMALL = chaos.ChaosConfig(
 
 @pytest.mark.timeout(420)
 def test_sixty_jobs_through_kills_a_redis_restart_and_faults_lose_nothing() -> None:
-    # Given a stack whose workers are SIGKILLed, whose Redis restarts and whose provider and S3
-    # fail in every retryable way
+    # Given a stack whose workers are SIGKILLed, whose Redis restarts and runs out of memory,
+    # whose S3 stalls, and whose provider and S3 fail in every retryable way
     report = chaos.run(SMALL)
     print("\n".join(report.lines()))
     assert report.kills >= 3 and report.restarts == 1
+    kinds = sorted(r.kind for r in report.recoveries)
+    assert kinds == ["memory spike", "redis restart", "s3 stall"], report.recoveries
     assert sum(report.sim_faults.values()) > 0 and sum(report.proxy_faults.values()) > 0
     # Then no job is lost, none was paid twice, the cap held, every video is the provider's
     assert report.lost == {}
@@ -64,6 +75,35 @@ def test_sixty_jobs_through_kills_a_redis_restart_and_faults_lose_nothing() -> N
     assert not report.failures
     assert report.by_state[State.SUCCEEDED] + report.by_state[State.SUBMIT_UNKNOWN] == SMALL.jobs
     assert report.secrets_in_logs == []
+    # And the system made progress again after each fault: its recovery time was measured
+    # (reported, never judged here: no timing threshold on a shared machine)
+    assert all(r.seconds is not None for r in report.recoveries), report.recoveries
+
+
+def test_cpu_hogs_are_killed_and_reaped_when_the_run_is_interrupted() -> None:
+    # Given the loaded mode's CPU hogs, running, when the run is interrupted (Ctrl-C)
+    pids: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        _interrupted_while_loaded(pids)
+    # Then no hog is left, not even as a zombie
+    assert len(pids) == 2
+    assert not any(_exists(pid) for pid in pids)
+
+
+def _interrupted_while_loaded(pids: list[int]) -> None:
+    """Start two hogs, note their pids, check they run, and raise KeyboardInterrupt."""
+    with CpuLoad(2, 0.2, 0.2, 60.0) as load:
+        pids += load.pids()
+        assert all(_exists(pid) for pid in pids)
+        raise KeyboardInterrupt
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @dataclass
