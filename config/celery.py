@@ -34,21 +34,36 @@ def make_app(settings: Settings) -> Celery:
 
 
 def _broker(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        # Redis restarts: keep trying instead of crashing the worker.
+        "retry_on_timeout": True,
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+        # A read on a connection whose server went away without closing it (a failed-over
+        # master) would otherwise wait forever: the failover test caught a worker's event loop
+        # blocked for good in a pub/sub read after a Sentinel failover. Broker commands answer
+        # in milliseconds, and BRPOP (1 s) is only read once readable.
+        "socket_timeout": 10.0,
+        "socket_connect_timeout": 5.0,
+    }
+    transport = "workers.redis.broker:Transport"
+    sentinel = settings.sentinel
+    if sentinel is not None:
+        # Celery's own Sentinel form: the URL lists the Sentinels, these name the master.
+        transport = "workers.redis.broker:SentinelTransport"
+        options["master_name"] = sentinel.master
+        options["sentinel_kwargs"] = sentinel.sentinel_kwargs()
     return dict(
         broker_url=settings.redis_url,
         broker_connection_retry_on_startup=True,
         # kombu's Redis transport, fixed so that a worker survives a Redis restart (Celery 5.7
         # otherwise exits on the reconnect whenever it holds un-acked messages) and Redis
         # refusing writes (out of memory, read-only, loading: kombu takes those for
-        # unrecoverable, and the worker exited): workers.redis.broker.
-        broker_transport="workers.redis.broker:Transport",
-        broker_transport_options={
-            "visibility_timeout": VISIBILITY_TIMEOUT_S,
-            # Redis restarts: keep trying instead of crashing the worker.
-            "retry_on_timeout": True,
-            "socket_keepalive": True,
-            "health_check_interval": 25,
-        },
+        # unrecoverable, and the worker exited): workers.redis.broker. Its Sentinel variant
+        # serves sentinel:// URLs.
+        broker_transport=transport,
+        broker_transport_options=options,
     )
 
 

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.redis_url import SentinelTarget, is_sentinel, sentinel_target
+
 
 class Settings(BaseSettings):
     """Process-wide settings, read once from ``VIDQUEUE_*`` variables."""
@@ -19,6 +21,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIDQUEUE_", frozen=True, extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis Sentinel (config.redis_url): with a sentinel:// URL, the master's name and the
+    # Sentinels' own password. A write that must survive a failover (a job's creation, the mark
+    # that a submit is about to be sent) waits for this many replicas to confirm it, at most
+    # redis_wait_timeout_ms; -1 (the default) means 1 with Sentinel, 0 without
+    # (docs/operations.md).
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: str = ""
+    redis_wait_replicas: int = Field(default=-1, ge=-1)
+    redis_wait_timeout_ms: int = Field(default=1000, ge=1)
     providers_file: str = "config/providers.toml"
 
     s3_endpoint_url: str = "http://127.0.0.1:8333"
@@ -36,6 +47,11 @@ class Settings(BaseSettings):
     s3_request_read_timeout_s: float = Field(default=3.0, gt=0)
     s3_request_deadline_s: float = Field(default=4.0, gt=0)
     s3_request_concurrency: int = Field(default=8, ge=1)
+    # Storage hygiene (workers.io.hygiene): the sweep aborts the multipart uploads under
+    # s3_prefix left incomplete longer than this (a mirror killed mid-copy leaves its parts
+    # stored, and billed), at most once per s3_hygiene_interval_s and a bounded number a pass.
+    s3_multipart_max_age_s: int = Field(default=86400, ge=0)
+    s3_hygiene_interval_s: float = Field(default=300.0, gt=0)
 
     api_tokens: str = ""
     # A TOML file of named API tokens and the fair-share tenants each may name
@@ -55,6 +71,12 @@ class Settings(BaseSettings):
     # How long a published step may stay unclaimed before a due poller checks whether its
     # message was lost (workers.steps.due); also how late a claimed step's lease may run.
     sweep_grace_s: float = Field(default=15.0, ge=0)
+    # Job history (workers.steps.archive): a finished job stays in Redis this long after it
+    # ended, then the sweep writes its record and timeline to S3 (the mirror's bucket, under
+    # ``{s3_prefix}records/``) and only then removes it from Redis. Reads fall back to S3, so
+    # Redis holds the hot window only. With the archive off, records expire after 14 days.
+    hot_retention_s: int = Field(default=86400, ge=0)
+    archive_enabled: bool = True
     # Celery task events (what Flower shows). On by default; off saves about 2 Redis PUBLISHes
     # and some CPU per task (`make bench` lean measures it).
     task_events: bool = True
@@ -76,6 +98,20 @@ class Settings(BaseSettings):
     @property
     def api_token_set(self) -> frozenset[str]:
         return frozenset(t.strip() for t in self.api_tokens.split(",") if t.strip())
+
+    @property
+    def sentinel(self) -> SentinelTarget | None:
+        """The Sentinel target of ``redis_url``, None for one plain Redis server."""
+        return sentinel_target(
+            self.redis_url, self.redis_sentinel_master, self.redis_sentinel_password
+        )
+
+    @property
+    def replicas_to_wait(self) -> int:
+        """How many replicas confirm the writes that must survive a failover."""
+        if self.redis_wait_replicas >= 0:
+            return self.redis_wait_replicas
+        return 1 if is_sentinel(self.redis_url) else 0
 
     @property
     def redis_port(self) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from devstack.env import StackContext
 from devstack.ports import LOOPBACK
 from devstack.probes import redis_ping
-from devstack.processes import ServiceError, ServiceSpec
+from devstack.processes import Probe, ServiceError, ServiceSpec
 
 
 def redis_binary() -> Path:
@@ -52,14 +52,22 @@ def redis_argv(binary: Path, port: int, data_dir: Path) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-def redis_spec(ctx: StackContext) -> ServiceSpec:
-    port = ctx.settings.redis_port
-    data_dir = ctx.run_dir / "redis"
+def redis_spec(
+    ctx: StackContext,
+    name: str = "redis",
+    port: int | None = None,
+    extra_args: tuple[str, ...] = (),
+    ready: Probe | None = None,
+) -> ServiceSpec:
+    """The stack's Redis (or, with ``name``, ``port`` and ``extra_args``, another server
+    configured the same way: a replica, ``devstack.sentinel``)."""
+    port = port or ctx.settings.redis_port
+    data_dir = ctx.run_dir / name
     data_dir.mkdir(parents=True, exist_ok=True)
     return ServiceSpec(
-        name="redis",
-        argv=redis_argv(redis_binary(), port, data_dir),
-        ready=redis_ping(port),
+        name=name,
+        argv=(*redis_argv(redis_binary(), port, data_dir), *extra_args),
+        ready=ready or redis_ping(port),
         env=ctx.env,
         cwd=ctx.cwd,
         address=f"redis://{LOOPBACK}:{port}",

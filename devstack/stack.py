@@ -35,6 +35,7 @@ from devstack.env import StackContext, make_context
 from devstack.processes import ProcessManager, ServiceError, ServiceSpec, ServiceStatus
 from devstack.redis_server import redis_spec
 from devstack.seaweed import s3_spec
+from devstack.sentinel import replica_spec, sentinel_spec
 
 SpecBuilder = Callable[[], ServiceSpec]
 
@@ -69,6 +70,16 @@ class Stack:
 
     def start_redis(self) -> ServiceStatus:
         return self._start("redis", lambda: redis_spec(self.ctx))
+
+    def start_redis_replica(self, name: str, port: int) -> ServiceStatus:
+        """A replica of this stack's Redis on ``port`` (``devstack.sentinel``)."""
+        master_port = self.settings.redis_port
+        return self._start(name, lambda: replica_spec(self.ctx, name, port, master_port))
+
+    def start_sentinel(self, name: str, port: int, master: str) -> ServiceStatus:
+        """A Redis Sentinel on ``port`` watching this stack's Redis as ``master``."""
+        master_port = self.settings.redis_port
+        return self._start(name, lambda: sentinel_spec(self.ctx, name, port, master, master_port))
 
     def start_s3(self) -> ServiceStatus:
         return self._start("s3", lambda: s3_spec(self.ctx))

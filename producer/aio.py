@@ -143,12 +143,19 @@ class AsyncClient:
         labels: Mapping[str, str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        archived_on: str | None = None,
     ) -> JobPage:
-        """Your jobs, newest first; pass ``next_cursor`` on until it is None."""
+        """Your jobs, newest first; pass ``next_cursor`` on until it is None. ``archived_on``
+        (``YYYY-MM-DD``) pages through that UTC day's jobs in the S3 archive instead."""
         params: builtins.list[tuple[str, str | int | float | bool | None]] = [("limit", limit)]
         params += [
             (name, value)
-            for name, value in (("state", state), ("provider", provider), ("cursor", cursor))
+            for name, value in (
+                ("state", state),
+                ("provider", provider),
+                ("cursor", cursor),
+                ("archived_on", archived_on),
+            )
             if value
         ]
         params += [("label", f"{key}:{value}") for key, value in (labels or {}).items()]

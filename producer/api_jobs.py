@@ -7,6 +7,7 @@ is ``JobNotFound``: a 404).
 
 from __future__ import annotations
 
+from datetime import date
 from functools import partial
 from typing import Annotated, Any, Final, Literal
 
@@ -119,9 +120,14 @@ def list_jobs(
     label: Annotated[list[str] | None, Query(description="key:value; repeat to AND")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    archived_on: Annotated[
+        date | None, Query(description="YYYY-MM-DD: jobs created that UTC day, archived")
+    ] = None,
 ) -> listing.JobPage:
     """Your jobs, newest first. Follow ``next_cursor`` until it is null (a page may be short
-    while more remain, when filters match few jobs)."""
+    while more remain, when filters match few jobs). Jobs leave Redis for the S3 archive
+    after the hot window (``VIDQUEUE_HOT_RETENTION_S``); ``archived_on`` pages through one
+    day of the archive (by the jobs' creation day, UTC), oldest first."""
     labels: dict[str, str] = {}
     for item in label or []:
         key, sep, value = item.partition(":")
@@ -129,7 +135,13 @@ def list_jobs(
             raise RouteError(422, "invalid_request", f"expected key:value, got {item!r}", "label")
         labels[key] = value
     return client().list(
-        state=state, provider=provider, labels=labels, limit=limit, cursor=cursor, producer=producer
+        state=state,
+        provider=provider,
+        labels=labels,
+        limit=limit,
+        cursor=cursor,
+        producer=producer,
+        archived_on=archived_on,
     )
 
 
@@ -141,7 +153,8 @@ def get_job(job_id: str, producer: Producer) -> JobRecord:
 @router.delete("/v1/jobs/{job_id}", response_model=JobRecord)
 def cancel_job(job_id: str, producer: Producer) -> JobRecord:
     """Cancel: a queued job at once; a running one at the provider where it can be (elsewhere it
-    keeps its slot until the provider finishes). 409 ``cannot_cancel`` once mirroring/finished."""
+    keeps its slot until the provider finishes). 409 ``cannot_cancel`` once mirroring/finished,
+    409 ``job_archived`` once it has left Redis for the archive."""
     return client().cancel(job_id, producer=producer)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
@@ -146,6 +147,19 @@ def _add_list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--cursor")
     parser.add_argument("--all", action="store_true", help="every producer's jobs")
+    parser.add_argument(
+        "--archived-on",
+        type=_day,
+        metavar="YYYY-MM-DD",
+        help="the jobs of one UTC day in the S3 archive",
+    )
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: use YYYY-MM-DD") from exc
 
 
 def _add_download(parser: argparse.ArgumentParser) -> None:

@@ -49,6 +49,7 @@ def list_jobs(client: Client, args: argparse.Namespace) -> int:
         cursor=args.cursor,
         producer=args.producer,
         everyone=args.all,
+        archived_on=args.archived_on,
     )
     if args.json:
         print(page.model_dump_json(indent=2))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 from config import providers as provider_config
 from config.providers import Catalogue
 from config.settings import Settings, get_settings
-from producer import batch, files, validation, waiting
+from producer import batch, files, history, validation, waiting
 from producer.batch import MAX_BATCH
 from producer.validation import parse_spec
 from workers.deps import Deps, build
@@ -40,12 +41,14 @@ from workers.domain.errors import (
     UploadTooLarge,
 )
 from workers.domain.jobs import JobRecord, JobSpec, State
-from workers.io import uploads
+from workers.io import archive, uploads
 from workers.io.storage import Storage
 from workers.redis import enqueue, listing, records
 from workers.steps import cancelling, endings
 
 JobPage = listing.JobPage
+# The code of a cancel refused because the job finished and left Redis for the archive.
+JOB_ARCHIVED = "job_archived"
 
 __all__ = [
     "MAX_BATCH",
@@ -102,8 +105,13 @@ class Client:
         return records.JobRecords(self.deps.redis)
 
     @cached_property
+    def history(self) -> history.History:
+        """Jobs that left Redis after the hot window, read from the S3 archive."""
+        return history.History(self.s3, self.settings)
+
+    @cached_property
     def _creator(self) -> enqueue.Creator:
-        return enqueue.Creator(self.deps.redis)
+        return enqueue.Creator(self.deps.redis, self.deps.store.replication)
 
     @cached_property
     def celery(self) -> Any:
@@ -207,8 +215,12 @@ class Client:
 
     def get(self, job_id: str, *, producer: str | None = None) -> JobRecord | None:
         """The job's record, with fresh presigned URLs for its mirrored files; None when the
-        job is unknown (or, with ``producer``, not that producer's)."""
+        job is unknown (or, with ``producer``, not that producer's). A job past the hot window
+        is read from the archive (``producer.history``)."""
         record = self.stored.find(job_id, producer)
+        if record is None:
+            archived = self.history.find(job_id, producer)
+            record = archived.record if archived else None
         return self.s3.presigned(record) if record else None
 
     def read(self, job_id: str, *, producer: str | None = None) -> JobRecord:
@@ -228,10 +240,16 @@ class Client:
         cursor: str | None = None,
         producer: str | None = None,
         everyone: bool = False,
+        archived_on: date | None = None,
     ) -> JobPage:
         """The producer's jobs, newest first, filtered; pass ``next_cursor`` on for the next
         page (a page may be short while more remain: stop when ``next_cursor`` is None).
-        ``everyone`` lists every producer's jobs (an operator's view)."""
+        ``everyone`` lists every producer's jobs (an operator's view). ``archived_on`` lists
+        the jobs created that UTC day that left Redis for the archive, oldest first."""
+        if archived_on is not None:
+            match = history.Match(State(state) if state else None, provider, dict(labels or {}))
+            whose = None if everyone else self._who(producer)
+            return self.history.page(archived_on, whose, limit=limit, cursor=cursor, match=match)
         filters = listing.Filters(State(state) if state else None, provider, dict(labels or {}))
         after = listing.Position.decode(cursor) if cursor else None
         whose = None if everyone else self._who(producer)
@@ -241,8 +259,8 @@ class Client:
 
     def events(self, job_id: str, *, producer: str | None = None) -> builtins.list[dict[str, Any]]:
         """The job's timeline: ``{"at", "state", "event"}`` entries, oldest first."""
-        self.stored.check(job_id, producer)
-        return self.deps.store.events(job_id)
+        archived = self._archived(job_id, producer)
+        return archived.events if archived else self.deps.store.events(job_id)
 
     def wait(
         self,
@@ -269,7 +287,7 @@ class Client:
         """Block until every job is terminal; the records come back in the order asked.
         Each round reads the unfinished jobs in one Redis round trip."""
         done = waiting.wait_for(
-            self.stored.many,
+            self._many,
             job_ids,
             timeout_s=timeout_s,
             interval_s=interval_s,
@@ -277,24 +295,57 @@ class Client:
         )
         return [self.s3.presigned(record) for record in done]
 
+    def _many(self, job_ids: builtins.list[str]) -> builtins.list[JobRecord | None]:
+        """The records of ``job_ids`` from Redis, and from the archive for those gone."""
+        found = self.stored.many(job_ids)
+        for i, record in enumerate(found):
+            if record is None and (archived := self.history.find(job_ids[i])) is not None:
+                found[i] = archived.record
+        return found
+
     # -- changing --------------------------------------------------------------------------
 
     def cancel(self, job_id: str, *, producer: str | None = None) -> JobRecord:
         """Cancel a job; raises ``JobNotFound`` (a ``KeyError``) for an unknown id and
         ``CancelRefused`` when it is mirroring or finished. A job the provider still works on
         stays counted (and polled) until the provider lets go, unless the provider can cancel
-        it."""
-        self.stored.check(job_id, producer)
+        it. An archived job is finished: ``CancelRefused`` with the code ``job_archived``."""
+        archived = self._archived(job_id, producer)
+        if archived is not None:
+            state = archived.record.state
+            message = f"job {job_id} is {state} and archived: a finished job cannot be cancelled"
+            raise CancelRefused(message, code=JOB_ARCHIVED)
         messages.send(self.celery, cancelling.cancel(job_id, self.deps))
         return self.read(job_id)
 
     def purge(self, job_id: str, *, producer: str | None = None) -> None:
         """Delete a finished job: its mirrored files, then its record and timeline (so a purge
         that fails half-way can be retried). ``CancelRefused`` while it is not finished or
-        still settling (at the provider, webhook pending)."""
-        finished = self.stored.finished(job_id, producer)
+        still settling (at the provider, webhook pending). An archived job's files and archived
+        record are deleted."""
+        try:
+            finished = self.stored.finished(job_id, producer)
+        except JobNotFound:
+            archived = self.history.find(job_id, producer)
+            if archived is None:
+                raise
+            self.history.purge(archived)
+            return
         self.s3.delete(finished.files)
         self.stored.purge(finished)
+        self.history.forget(job_id)
+
+    def _archived(self, job_id: str, producer: str | None) -> archive.Archived | None:
+        """None while the job is in Redis (the caller's), else its archived copy; raises
+        ``JobNotFound`` when neither holds it."""
+        try:
+            self.stored.check(job_id, producer)
+        except JobNotFound:
+            archived = self.history.find(job_id, producer)
+            if archived is None:
+                raise
+            return archived
+        return None
 
     def _who(self, producer: str | None) -> str:
         return self.producer if producer is None else producer

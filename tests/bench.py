@@ -21,7 +21,11 @@ Then the side-by-side benches, each on a stack of its own against its baseline i
   30 % of callbacks lost (``tests/bench_callbacks.py``);
 - ``scale``: 10, 1,000 and 5,000 jobs in flight on generations of 120-180 s with a 30 s lag
   target: lag, submit delay, polls, duplicates, memory, CPU per job and a capacity estimate
-  (``tests/bench_scale.py``).
+  (``tests/bench_scale.py``);
+- ``archive``: finished jobs moved from Redis to the S3 archive, jobs/s, twice
+  (``tests/bench_archive.py``);
+- ``memory``: Redis bytes per waiting and per finished job against their targets, the memory
+  1 M jobs a day need, the jobs a day 32 GiB carry (``tests/bench_memory.py``).
 
 It prints a table of results against their goals. Nothing here is a pass/fail test.
 """
@@ -311,6 +315,18 @@ def _scale() -> list[Row]:
     return _judged(scale())
 
 
+def _archive() -> list[Row]:
+    from tests.bench_archive import archive_rounds
+
+    return _judged(archive_rounds())
+
+
+def _memory() -> list[Row]:
+    from tests.bench_memory import memory
+
+    return _judged(memory())
+
+
 # Each of these starts a stack of its own, measures against its baseline in the same run.
 STANDALONE: dict[str, Callable[[], list[Row]]] = {
     "enqueue": _enqueue,
@@ -319,6 +335,8 @@ STANDALONE: dict[str, Callable[[], list[Row]]] = {
     "coldstart": _coldstart,
     "callbacks": _callbacks,
     "scale": _scale,
+    "memory": _memory,
+    "archive": _archive,
 }
 
 

@@ -21,8 +21,10 @@ from workers.domain.errors import ConfigError
 from workers.io.storage import Storage
 from workers.providers import build as build_provider
 from workers.providers.base import VideoProvider
+from workers.redis.connect import connect
 from workers.redis.gate import Gate
 from workers.redis.limiter import RateLimiter
+from workers.redis.replicas import Replication
 from workers.redis.stats import Stats
 from workers.redis.store import Store
 
@@ -96,12 +98,13 @@ class Deps:
 
 
 def build(settings: Settings, catalogue: Catalogue | None = None) -> Deps:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    client = connect(settings)
+    replication = Replication(settings.replicas_to_wait, settings.redis_wait_timeout_ms)
     return Deps(
         settings=settings,
         catalogue=catalogue or provider_config.load(settings.providers_file),
         redis=client,
-        store=Store(client, grace_s=settings.sweep_grace_s),
+        store=Store(client, grace_s=settings.sweep_grace_s, replication=replication),
         gate=Gate(client),
     )
 

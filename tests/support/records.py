@@ -19,4 +19,5 @@ RECORD_FIELDS = {
     "error",
     "result",
     "callbacks_armed",
+    "reused_from",
 }

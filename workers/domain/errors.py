@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
+import redis
+
 # The root of the tree lives in config.errors (config must not import workers); re-exported here.
 from config.errors import ConfigError as ConfigError
 from config.errors import VidqueueError as VidqueueError
@@ -121,6 +123,22 @@ class Throttled(RetryableError):
     """No request token for this key right now; try the step again after ``retry_after_s``."""
 
     code = RATE_LIMITED
+
+
+class NotReplicated(VidqueueError, redis.ConnectionError):
+    """Fewer Redis replicas than ``VIDQUEUE_REDIS_WAIT_REPLICAS`` confirmed a write in time, so
+    a failover now could lose it. Also a Redis ``ConnectionError``: whoever waits out an
+    unreachable Redis waits this out too; the API answers 503, and the submit step sends
+    nothing on a mark that could vanish (``workers.redis.replicas``)."""
+
+    code = "not_replicated"
+
+    def __init__(self, wanted: int, acked: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"the job store confirmed the write on {acked} of {wanted} replicas within "
+            f"{timeout_ms} ms; try again"
+        )
+        self.wanted, self.acked = wanted, acked
 
 
 class JobNotFound(VidqueueError, KeyError):

@@ -102,6 +102,10 @@ class JobSpec(BaseModel):
     labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     callback_url: StrictStr | None = Field(default=None, max_length=2048)
     idempotency_key: StrictStr | None = Field(default=None, min_length=1, max_length=255)
+    # Opt-in: take the result of the same generation if one succeeded (and was mirrored) this
+    # many seconds ago at most, instead of generating again (workers.domain.reuse). At most a
+    # day (REUSE_MAX_S there), the reuse index's memory.
+    reuse_within_s: StrictInt | None = Field(default=None, ge=1, le=24 * 3600)
 
     @field_validator("size")
     @classmethod
@@ -197,6 +201,9 @@ class JobRecord(BaseModel):
     result: dict[str, Any] | None = None
     # Whether the provider was asked to call back on status changes (docs/callbacks.md).
     callbacks_armed: bool = False
+    # The job whose result this one took instead of generating (a spec's reuse_within_s):
+    # both records point at the same S3 objects, the original's.
+    reused_from: str | None = None
 
     @property
     def terminal(self) -> bool:

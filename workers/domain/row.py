@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import Any, Final, Literal
 
 from workers.domain.jobs import JobError, JobRecord, JobSpec, State
+from workers.domain.lean import full_result, full_spec
 
 
 class Notify(StrEnum):
@@ -87,6 +88,8 @@ class JobRow:
     cover_url: str | None = None
     error_json: str | None = field(default=None, repr=False)
     result_json: str | None = field(default=None, repr=False)
+    # The job that generated this one's result, when it took a finished one (reuse_within_s).
+    reused_from: str | None = None
 
     @classmethod
     def from_hash(cls, fields: Mapping[str, str]) -> JobRow:
@@ -124,7 +127,8 @@ class JobRow:
             video_url=fields.get("video_url") or None,
             cover_url=fields.get("cover_url") or None,
             error_json=fields.get("error") or None,
-            result_json=fields.get("result") or None,
+            result_json=fields.get("result") or fields.get("shared_result") or None,
+            reused_from=fields.get("reused_from") or None,
         )
 
     @property
@@ -138,12 +142,19 @@ class JobRow:
     @cached_property
     def spec(self) -> JobSpec:
         """The job spec, validated (only the submit needs it)."""
-        return JobSpec.model_validate_json(self.spec_json)
+        return JobSpec.model_validate_json(self.whole_spec_json)
+
+    @cached_property
+    def whole_spec_json(self) -> str:
+        """The spec JSON as the record shows it (the hash stores it compactly, and
+        ``spec_json`` is what it stores: ``workers.domain.lean``)."""
+        return full_spec(self.spec_json, self.provider, self.model)
 
     @cached_property
     def spec_data(self) -> dict[str, Any]:
-        """The spec as stored (JSON), for the record and the callback URL: no validation."""
-        data: dict[str, Any] = json.loads(self.spec_json)
+        """The spec as the record shows it, for the record and the callback URL: no
+        validation."""
+        data: dict[str, Any] = json.loads(self.whole_spec_json)
         return data
 
     @property
@@ -157,8 +168,7 @@ class JobRow:
 
     @cached_property
     def result(self) -> dict[str, Any] | None:
-        data: dict[str, Any] | None = json.loads(self.result_json) if self.result_json else None
-        return data
+        return full_result(self.result_json) if self.result_json else None
 
     def record(self) -> JobRecord:
         """The public record (docs/design.md §6); internal fields stay behind."""
@@ -178,6 +188,7 @@ class JobRow:
             error=self.error,
             result=self.result,
             callbacks_armed=self.poll_mode == PollMode.SAFETY,
+            reused_from=self.reused_from,
         )
 
 

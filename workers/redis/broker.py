@@ -181,3 +181,18 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
         if pause:
             time.sleep(pause)
         return super().establish_connection()
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """The channel above, on the master that Redis Sentinel names (kombu's Sentinel channel
+    finds it; ours keeps the fixes)."""
+
+    QoS = QoS
+
+
+class SentinelTransport(Transport):
+    """``Transport`` through Redis Sentinel: the broker URL lists the Sentinels
+    (``sentinel://h1:26379;sentinel://h2:26379/0``), the transport options name the master."""
+
+    Channel = SentinelChannel
+    default_port = kombu_redis.SentinelTransport.default_port

@@ -3,7 +3,9 @@ reading them back.
 
 A new job is fully known when it is created (id, state ``queued``, spec, ``created_at``,
 attempts 0, polls 0), so its public record is built here from what was written. Only a job
-whose idempotency key was already taken is read back (it may have moved on since).
+whose idempotency key was already taken is read back (it may have moved on since), and one
+that took a finished result instead of waiting (``reuse_within_s``: it is created succeeded).
+The hash stores the spec compactly (``workers.domain.lean``); the record shows it whole.
 
 The script checks every idempotency key first and writes nothing when one is held for a
 different request (another fingerprint), so a conflicting batch creates nothing, atomically.
@@ -13,40 +15,45 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import redis
 
-from workers.domain.jobs import JobRecord, JobSpec, State, now_iso
+from workers.domain.jobs import JobRecord, JobSpec, State, isoformat, utcnow
+from workers.domain.lean import packed_event, packed_spec
 from workers.redis import keys
 from workers.redis.enqueue_scripts import CREATE, CreateArgs
+from workers.redis.replicas import Replication
 
 # A new record's JSON after its spec: the same for every job of one CREATE.
 _TAIL: Final = (
     ',"provider_task_id":null,"attempts":0,"polls":0,"created_at":"{created_at}",'
     '"submitted_at":null,"provider_finished_at":null,"completed_at":null,"error":null,'
-    '"result":null,"callbacks_armed":false}}'
+    '"result":null,"callbacks_armed":false,"reused_from":null}}'
 )
 
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job about to be created: its spec, stored as ``spec_json``, under ``fingerprint``.
-    ``fair``: its fair-share key when the caller decided it (the HTTP API, from the token),
-    else ``fair_key`` of the spec; the spec itself is stored as sent either way."""
+    """A job about to be created: its spec (``spec_json`` as the record shows it, ``stored``
+    as the hash keeps it), under ``fingerprint``. ``fair``: its fair-share key when the caller
+    decided it (the HTTP API, from the token), else ``fair_key`` of the spec; the spec itself
+    is stored as sent either way."""
 
     job_id: str
     spec: JobSpec
     spec_json: str
     fingerprint: str
     fair: str | None = None
+    stored: str = ""
 
     @classmethod
     def of(
         cls, job_id: str, spec: JobSpec, fingerprint: str = "", fair: str | None = None
     ) -> NewJob:
-        return cls(job_id, spec, spec.model_dump_json(exclude_none=True), fingerprint, fair)
+        whole = spec.model_dump_json(exclude_none=True)
+        return cls(job_id, spec, whole, fingerprint, fair, packed_spec(spec))
 
     def record(self, created_at: str) -> JobRecord:
         """The record exactly as a read of the new job returns it."""
@@ -62,13 +69,16 @@ class NewJob:
 
 @dataclass(frozen=True)
 class Created:
-    """What one CREATE did. ``existing``: index → id of each job whose idempotency key was
-    already held for the same request (nothing new was made for it). ``conflict``: the index
-    of a job whose key was held for another request (then nothing at all was made)."""
+    """What one CREATE did. ``existing``: index → id of each job to read back rather than
+    render from the spec: those whose idempotency key was already held for the same request
+    (nothing new was made for them), and the ``reused`` ones (index → the new job's id,
+    created succeeded with a finished result). ``conflict``: the index of a job whose key was
+    held for another request (then nothing at all was made)."""
 
     created_at: str
     existing: dict[int, str]
     conflict: int | None = None
+    reused: dict[int, str] = field(default_factory=dict)
 
     def records_json(self, jobs: Sequence[NewJob]) -> list[str | None]:
         """The JSON record of each job created (None for the ``existing`` ones), as the API
@@ -97,8 +107,10 @@ class Created:
 class Creator:
     """Runs CREATE for a batch of jobs (or one)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, replication: Replication | None = None) -> None:
         self.redis = client
+        # A job the API acknowledges must survive a failover (workers.redis.replicas).
+        self.replication = replication or Replication()
         self._create = client.register_script(CREATE)
 
     def create(
@@ -110,27 +122,38 @@ class Creator:
     ) -> Created | None:
         """Store the jobs as queued, each in its provider's waiting set (priority, then FIFO
         in the given order). With ``pipe`` the call is only queued there and returns None."""
-        created_at = now_iso()
-        event = json.dumps({"at": created_at, "state": State.QUEUED, "event": "created"})
+        moment = utcnow()
+        created_at = isoformat(moment)
         batch = CreateArgs(producer)
         for job in jobs:
             fair = job.fair or fair_key(job.spec, producer)
-            batch.add(job.job_id, job.spec, job.spec_json, job.fingerprint, fair)
-        argv: list[Any] = [producer, created_at, event, keys.IDEMPOTENCY_TTL_S, keys.job_prefix()]
+            stored = job.stored or packed_spec(job.spec)
+            batch.add(job.job_id, job.spec, stored, job.fingerprint, fair)
+        argv: list[Any] = [producer, created_at, keys.RECORD_TTL_S, keys.IDEMPOTENCY_TTL_S]
+        argv.append(keys.job_prefix())
         argv.append(json.dumps(batch.rows, ensure_ascii=False, separators=(",", ":")))
+        argv.append(packed_event(moment, State.SUCCEEDED, "reused the result of "))
         script_keys = batch.script_keys()
         if pipe is not None:
             self._create(keys=script_keys, args=argv, client=pipe)
             return None
-        reply = self._create(keys=script_keys, args=argv)
+        [reply] = self.replication.write(
+            self.redis, lambda pipe: self._create(keys=script_keys, args=argv, client=pipe)
+        )
         return _outcome(created_at, reply)
 
 
 def _outcome(created_at: str, reply: list[Any]) -> Created:
     ok, *flat = reply
-    pairs = {int(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+    pairs: dict[int, str] = {}
+    reused: dict[int, str] = {}
+    for i in range(0, len(flat), 2):
+        index = flat[i] if isinstance(flat[i], int) else _text(flat[i])
+        if isinstance(index, str) and index.startswith("r"):
+            reused[int(index[1:])] = _text(flat[i + 1])
+        pairs[int(str(index).lstrip("r"))] = _text(flat[i + 1])
     if ok == 1:
-        return Created(created_at, pairs)
+        return Created(created_at, pairs, reused=reused)
     [(index, holder)] = pairs.items()
     return Created(created_at, {index: holder}, conflict=index)
 

@@ -32,6 +32,16 @@ Layout (all under ``vq:``):
 - ``vq:rejected_writes``     hash   writes Redis refused, by reason (for /metrics)
 - ``vq:unknown_released:{provider}`` string how many submit_unknown jobs gave their slot back
   when their hold ran out (the provider may still bill them; for /metrics)
+- ``vq:reuse:{digest}``      string ``{s}/{job id}``: the latest job of that generation that
+  succeeded and was mirrored, and when (``workers.domain.reuse``; expires after a day)
+- ``vq:reused``              hash   jobs that took a finished result, by provider (for /metrics)
+- ``vq:mirrored:{provider}`` hash   bytes and objects mirrored into S3 (for /metrics)
+- ``vq:hygiene``             string held between two storage-hygiene passes of the sweep
+- ``vq:archive:lock``        string held by the archiver pass running (``workers.steps.archive``)
+- ``vq:archive:protected``   string the creation time (ms) up to which finished jobs past the
+  hot window have had their TTL removed, so that only the archiver deletes them
+- ``vq:archive:rescan``      string where the walk that does the same again, while S3 is down,
+  stopped (it wraps around: jobs that ended long after they were made)
 
 This module is the only place a key name is spelled. The Lua scripts (``store_scripts``,
 ``gate_scripts``, ``enqueue_scripts``, ``limiter``) get every key they can be told in advance in
@@ -186,6 +196,39 @@ def unknown_released(provider: str) -> str:
 
 def due() -> str:
     return f"{PREFIX}:due"
+
+
+def archive_lock() -> str:
+    """Held (with a TTL) by the archiver pass running: two sweeps never archive at once."""
+    return f"{PREFIX}:archive:lock"
+
+
+def archive_protected() -> str:
+    """Where the archiver's walk over ``all_jobs`` stopped taking TTLs off finished records."""
+    return f"{PREFIX}:archive:protected"
+
+
+def archive_rescan() -> str:
+    """Where the archiver's second walk (only while S3 is down; it wraps around) stopped."""
+    return f"{PREFIX}:archive:rescan"
+
+
+def reuse(digest: str) -> str:
+    """The reuse index entry of one generation (``workers.domain.reuse.generation_digest``)."""
+    return f"{PREFIX}:reuse:{digest}"
+
+
+def reused() -> str:
+    return f"{PREFIX}:reused"
+
+
+def mirrored(provider: str) -> str:
+    return f"{PREFIX}:mirrored:{provider}"
+
+
+def hygiene() -> str:
+    """Set (with a TTL) when the sweep last cleaned storage: at most one pass per interval."""
+    return f"{PREFIX}:hygiene"
 
 
 def wait_score(priority: int, seq: int) -> int:

@@ -2,7 +2,8 @@
 written to Redis in batches.
 
 Per API key and minute: submits, polls, downloads and 429s (hashes that expire after two
-hours). Per metric: a Prometheus-style histogram. Per provider and model: the recent generation
+hours). Per provider: the bytes and objects mirrored into S3 (counters that never expire).
+Per metric: a Prometheus-style histogram. Per provider and model: the recent generation
 times, from which the first poll's timing is learned.
 
 A step never waits on Redis for a figure: ``count`` and ``observe`` add to dicts in this
@@ -165,6 +166,24 @@ class Stats:
         with self._lock:
             self._buffer.ints[name][field] += n
             self._arm()
+
+    def count_mirrored(self, provider: str, size: int, objects: int) -> None:
+        """Bytes and objects a mirror put into S3 (counters that never expire)."""
+        name = keys.mirrored(provider)
+        with self._lock:
+            self._buffer.ints[name]["bytes"] += size
+            self._buffer.ints[name]["objects"] += objects
+            self._arm()
+        if self.flush_interval_s <= 0:
+            self.flush()
+
+    def mirrored(self, provider: str) -> dict[str, int]:
+        """What was mirrored for ``provider``: ``bytes`` and ``objects`` (every process's
+        figures once flushed, this one's at once)."""
+        self._try_flush()
+        raw: dict[bytes, bytes] = self.redis.hgetall(keys.mirrored(provider))  # type: ignore[assignment]
+        stored = {k.decode(): int(v) for k, v in raw.items()}
+        return {what: stored.get(what, 0) for what in ("bytes", "objects")}
 
     def rejected(self) -> dict[str, int]:
         """Refused writes by reason: what every process flushed, plus what this one has not

@@ -6,6 +6,16 @@ vidqueue: ``key_id`` (the API key holding the job's slot), ``score`` (its waitin
 message was published, ms; cleared when a worker claims it), ``deadline_ms``, the provider's
 result URLs, ``task_extra``, ``at_provider`` ("1" while the provider may be working on it).
 
+A succeeded job drops what only its earlier steps needed (``SPENT_WHEN_SUCCEEDED``: the
+provider's result URLs, dead once mirrored, its waiting score, deadline, task extras, key and
+mirror counter; and, from ``workers.steps.endings.finish``, its poll mode unless callbacks
+were armed), and the
+spec, timeline entries and mirrored files are stored compactly (``workers.domain.lean``): a
+hash read by the previous version's layout is still read. A job that took a finished result
+(``reuse_within_s``) has ``reused_from`` and its files in ``shared_result``: the original's
+objects, which a purge of this job does not delete; the original's ``reused`` counts the jobs
+that share its files.
+
 Steps never see those strings: they read a job as a typed ``JobRow`` (``row``, ``claim``) and
 write through a typed ``Change`` (``transition``); this module is where they are converted
 (``workers.domain.row``, ``workers.domain.change``). ``fields`` (the raw hash, for tests and
@@ -30,11 +40,23 @@ from workers.domain.jobs import (
     JobSpec,
     State,
     check_transition,
-    now_iso,
+    utcnow,
+)
+from workers.domain.lean import (
+    event_entry,
+    full_result,
+    full_spec,
+    implied,
+    packed_event,
+    redundant_entry,
+    result_for_storage,
+    stored_result,
+    timeline,
 )
 from workers.domain.row import DueJob, JobRow
 from workers.redis import keys, store_scripts
 from workers.redis.enqueue import Creator, NewJob
+from workers.redis.replicas import Replication
 
 _RECORD_INTS: Final = ("attempts", "polls")
 _RECORD_STRS: Final = (
@@ -42,6 +64,26 @@ _RECORD_STRS: Final = (
     "submitted_at",
     "provider_finished_at",
     "completed_at",
+)
+# What the timeline's implied entries are read from (``events``).
+_TIMELINE_FIELDS: Final = (
+    "state",
+    "created_at",
+    "submitted_at",
+    "provider_finished_at",
+    "completed_at",
+)
+# Internal fields a succeeded (mirrored) job no longer needs: dropped by its last transition.
+SPENT_WHEN_SUCCEEDED: Final = (
+    "video_url",
+    "cover_url",
+    "score",
+    "deadline_ms",
+    "task_extra",
+    "hastened",
+    "priority",
+    "key_id",
+    "mirror_attempts",
 )
 # A step may start this much before its scheduled time (Celery ETAs use the worker's clock,
 # leases use Redis TIME).
@@ -65,9 +107,13 @@ class Claim:
 class Store:
     """Reads and writes job records. Every write of ``state`` goes through a CAS script."""
 
-    def __init__(self, client: redis.Redis, *, grace_s: float = 15.0) -> None:
+    def __init__(
+        self, client: redis.Redis, *, grace_s: float = 15.0, replication: Replication | None = None
+    ) -> None:
         self.redis = client
         self.grace_ms = int(grace_s * 1000)
+        # The replicas that confirm a ``durable`` write (workers.redis.replicas).
+        self.replication = replication or Replication()
         self._transition = client.register_script(store_scripts.TRANSITION)
         self._claim = client.register_script(store_scripts.CLAIM)
         self._resend = client.register_script(store_scripts.RESEND)
@@ -94,7 +140,7 @@ class Store:
         ``workers.redis.enqueue``, which creates batches.)
         """
         if self._creator is None:
-            self._creator = Creator(self.redis)
+            self._creator = Creator(self.redis, self.replication)
         job = NewJob.of(job_id, spec, fingerprint)
         created = self._creator.create([job], producer=producer, pipe=pipe)
         if created is None:
@@ -120,8 +166,15 @@ class Store:
         return record_from(fields) if fields else None
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
-        raw: list[bytes] = self.redis.lrange(keys.events(job_id), 0, -1)  # type: ignore[assignment]
-        return [json.loads(item) for item in raw]
+        """The job's timeline, oldest first, as the previous layout stored it: the entries the
+        record implies (its creation, the moves to running and succeeded) are put back
+        (``workers.domain.lean.timeline``)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(keys.job(job_id), *_TIMELINE_FIELDS)
+        pipe.lrange(keys.events(job_id), 0, -1)
+        values, raw = pipe.execute()
+        fields = {k: v.decode() for k, v in zip(_TIMELINE_FIELDS, values, strict=True) if v}
+        return timeline([event_entry(item.decode()) for item in raw], fields, keys.EVENTS_MAX)
 
     # -- changing ------------------------------------------------------------------------
 
@@ -136,6 +189,8 @@ class Store:
         change: Change | None = None,
         incr: CounterName = "",
         event: str = "",
+        durable: bool = False,
+        spent: Iterable[str] = (),
     ) -> bool:
         """Compare-and-set: apply ``change`` only if the job's state is one of ``allowed``.
 
@@ -144,21 +199,35 @@ class Store:
         publishes it right away; a later step waits in the due zset until a worker's due poller
         publishes it (``workers.steps.due``). A terminal state without ``step_s`` drops the
         schedule (with it: the webhook still to send). A move ``NEXT`` does not allow raises
-        ``TransitionNotAllowed`` before Redis is touched.
+        ``TransitionNotAllowed`` before Redis is touched. ``spent``: internal fields the move
+        makes useless, deleted with it (a succeeded job's are always). A ``durable`` change
+        must survive a Redis failover: it raises ``NotReplicated`` when too few replicas
+        confirm it.
         """
         allowed = list(allowed)
         if to is not None:
             check_transition(allowed, to)
         terminal = to in TERMINAL
         step, due = self._schedule(step_s, clear=terminal or clear_step)
-        entry = {"at": now_iso(), "state": str(to) if to else "", "event": event}
+        pairs = _packed(change.hash_args()) if change else []
+        entry = _entry(str(to) if to else "", event) if (to or event) else ""
+        if to and implied(str(to), event, dict(zip(pairs[::2], pairs[1::2], strict=True))):
+            entry = ""  # the record's own timestamp of the move says it (``events``)
         argv: list[str | int] = [keys.state_prefix(), job_id, _states(allowed), str(to or "")]
-        argv += [step, due, json.dumps(entry) if (to or event) else ""]
+        argv += [step, due, entry]
         argv += [keys.RECORD_TTL_S if terminal else "", incr, keys.EVENTS_MAX]
-        argv += change.hash_args() if change else []
+        argv += [redundant_entry(str(to)) if to else "", *pairs]
+        gone = [*spent, *(SPENT_WHEN_SUCCEEDED if to == State.SUCCEEDED else ())]
+        argv += [item for name in gone for item in (name, "")]
         script_keys = [keys.job(job_id), keys.due(), keys.events(job_id)]
         script_keys += [keys.by_state(to)] if to else []
-        ok, _previous = self._transition(keys=script_keys, args=argv)
+        if durable:
+            # Confirmed by the replicas before it counts (workers.redis.replicas).
+            [(ok, _previous)] = self.replication.write(
+                self.redis, lambda pipe: self._transition(keys=script_keys, args=argv, client=pipe)
+            )
+        else:
+            ok, _previous = self._transition(keys=script_keys, args=argv)
         return bool(ok)
 
     def _schedule(self, step_s: float | None, *, clear: bool) -> tuple[str, str]:
@@ -221,14 +290,14 @@ class Store:
 
     def mark_resent(self, job_id: str, state: State, step: str) -> bool:
         """Send a lost step again: marked sent now, due for a check after the grace."""
-        event = json.dumps({"at": now_iso(), "state": "", "event": f"re-sent lost {step}"})
+        event = _entry("", f"re-sent lost {step}")
         argv: list[str | int] = [job_id, str(state), self.grace_ms, event, keys.EVENTS_MAX]
         script_keys = [keys.job(job_id), keys.due(), keys.events(job_id)]
         return bool(self._resend(keys=script_keys, args=argv))
 
     def note(self, job_id: str, event: str) -> None:
         """Add an event to the job's timeline without changing the job."""
-        entry = json.dumps({"at": now_iso(), "state": "", "event": event})
+        entry = _entry("", event)
         pipe = self.redis.pipeline(transaction=False)
         pipe.rpush(keys.events(job_id), entry)
         pipe.ltrim(keys.events(job_id), -keys.EVENTS_MAX, -1)
@@ -248,14 +317,33 @@ class Store:
         return {str(s): int(n) for s, n in zip(State, pipe.execute(), strict=True)}
 
 
+def _entry(state: str, event: str) -> str:
+    """A timeline entry as stored (``workers.domain.lean``)."""
+    return packed_event(utcnow(), state, event)
+
+
+def _packed(pairs: list[str]) -> list[str]:
+    """A change's ``[field, value, ...]`` with the mirrored files in their stored form (a
+    result with nothing to pack is kept as the change wrote it)."""
+    out = list(pairs)
+    for i in range(0, len(out), 2):
+        if out[i] == "result" and out[i + 1]:
+            given = json.loads(out[i + 1])
+            if result_for_storage(given, keep_urls=True) != given:
+                out[i + 1] = stored_result(given, keep_urls=True)
+    return out
+
+
 def record_from(fields: Mapping[str, str]) -> JobRecord:
-    """The public record (docs/design.md §6) from a job hash; internal fields stay behind."""
+    """The public record (docs/design.md §6) from a job hash (either layout); internal fields
+    stay behind."""
+    provider, model = fields["provider"], fields["model"]
     data: dict[str, Any] = {
         "id": fields["id"],
         "state": fields["state"],
-        "provider": fields["provider"],
-        "model": fields["model"],
-        "spec": json.loads(fields["spec"]),
+        "provider": provider,
+        "model": model,
+        "spec": json.loads(full_spec(fields["spec"], provider, model)),
         "created_at": fields["created_at"],
     }
     for name in _RECORD_INTS:
@@ -264,7 +352,9 @@ def record_from(fields: Mapping[str, str]) -> JobRecord:
         data[name] = fields.get(name) or None
     if fields.get("error"):
         data["error"] = JobError.model_validate_json(fields["error"])
-    if fields.get("result"):
-        data["result"] = json.loads(fields["result"])
+    result = fields.get("result") or fields.get("shared_result")
+    if result:
+        data["result"] = full_result(result)
     data["callbacks_armed"] = fields.get("poll_mode") == "safety"
+    data["reused_from"] = fields.get("reused_from") or None
     return JobRecord.model_validate(data)

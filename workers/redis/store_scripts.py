@@ -22,9 +22,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # ARGV[1] = state-set prefix (keys.state_prefix(): the state the job leaves is read here),
 # ARGV[2] = job id, ARGV[3] = allowed current states (',a,b,'), ARGV[4] = new state ('' = stay),
 # ARGV[5] = step offset ms ('' = leave, '-' = clear), ARGV[6] = due offset ms,
-# ARGV[7] = event JSON ('' = none), ARGV[8] = TTL s when terminal, ARGV[9] = field to increment
-# ('' = none), ARGV[10] = events cap, ARGV[11..] = field, value pairs (an empty value deletes
-# the field).
+# ARGV[7] = timeline entry ('' = none), ARGV[8] = TTL s when terminal, ARGV[9] = field to
+# increment ('' = none), ARGV[10] = events cap, ARGV[11] = the end of a timeline entry this move
+# makes redundant: the last entry is dropped when it ends so ('' = none; workers.domain.lean),
+# ARGV[12..] = field, value pairs (an empty value deletes the field).
 # A step offset of 0 means the caller publishes the step's message right away: the job is
 # marked 'sent' (and due again for a check after the due offset). A later step is only
 # scheduled: the due zset holds it until a worker's due poller publishes it (workers.steps.due).
@@ -35,14 +36,14 @@ TRANSITION: Final = (
 local job_key, due_key, events_key, to_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local state_prefix, job_id, allowed, to = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local step, due, event, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local incr, events_max = ARGV[9], ARGV[10]
+local incr, events_max, redundant = ARGV[9], ARGV[10], ARGV[11]
 local state = redis.call('HGET', job_key, 'state')
 if not state or not string.find(allowed, ',' .. state .. ',', 1, true) then
   return {0, state or ''}
 end
 -- Every field change goes out as one HSET and one HDEL.
 local sets, dels = {}, {}
-for i = 11, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
   if ARGV[i + 1] == '' then dels[#dels + 1] = ARGV[i]
   else sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1] end
 end
@@ -60,16 +61,23 @@ if moved then sets[#sets + 1] = 'state'; sets[#sets + 1] = to end
 if #dels > 0 then redis.call('HDEL', job_key, unpack(dels)) end
 if #sets > 0 then redis.call('HSET', job_key, unpack(sets)) end
 if incr ~= '' then redis.call('HINCRBY', job_key, incr, 1) end
-if moved then
-  redis.call('SREM', state_prefix .. state, job_id)
-  redis.call('SADD', to_key, job_id)
-  if ttl ~= '' then
-    redis.call('EXPIRE', job_key, tonumber(ttl))
-    redis.call('EXPIRE', events_key, tonumber(ttl))
+if redundant ~= '' then
+  local last = redis.call('LINDEX', events_key, -1)
+  if last and #last > #redundant and string.sub(last, -#redundant) == redundant then
+    redis.call('RPOP', events_key)
   end
 end
 if event ~= '' and redis.call('RPUSH', events_key, event) > tonumber(events_max) then
   redis.call('LTRIM', events_key, -tonumber(events_max), -1)
+end
+if moved then
+  redis.call('SREM', state_prefix .. state, job_id)
+  redis.call('SADD', to_key, job_id)
+  -- After the event: a timeline whose first entry this is exists only now.
+  if ttl ~= '' then
+    redis.call('EXPIRE', job_key, tonumber(ttl))
+    redis.call('EXPIRE', events_key, tonumber(ttl))
+  end
 end
 return {1, state}
 """

@@ -12,7 +12,7 @@ from workers.domain.change import Change, CounterName
 from workers.domain.errors import VidqueueError
 from workers.domain.jobs import JobError, State, now_iso
 from workers.domain.messages import Step
-from workers.domain.row import JobRow, Notify
+from workers.domain.row import JobRow, Notify, PollMode
 from workers.providers.base import ProviderTask
 
 # States in which the provider may be working on the job (its slot must stay held).
@@ -66,6 +66,9 @@ def finish(
     """
     webhook = row.callback_url is not None
     notify_now = webhook and not at_provider
+    # A succeeded job's poll schedule is over: only an armed callback's mode is still said
+    # by its record (callbacks_armed).
+    spent = ("poll_mode",) if to == State.SUCCEEDED and row.poll_mode != PollMode.SAFETY else ()
     ending = replace(
         change or Change(),
         error=error,
@@ -81,6 +84,7 @@ def finish(
         incr=incr,
         change=ending,
         event=f"{to}: {error.code}" if error else str(to),
+        spent=spent,
     )
     return [Step("notify", row.id)] if moved and notify_now else []
 

@@ -3,6 +3,13 @@
 Mirroring starts as soon as the provider reports success, on its own queue. A download that
 finds its link expired asks the provider once for a fresh link before giving up with
 ``result_url_expired``.
+
+Once the files are in S3 the job succeeds with a lean record: the provider's URLs are dropped
+(``workers.redis.store.SPENT_WHEN_SUCCEEDED``), and the stored result keeps no presigned URL,
+which every read presigns afresh, unless a webhook is to carry the record (``notify`` sends
+the stored record as it is). The job is then registered in the reuse index (later specs with
+``reuse_within_s`` may take its result), and the bytes and objects mirrored are counted for
+``/metrics``.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from workers.domain import retry
 from workers.domain.change import Change
 from workers.domain.errors import MIRROR_FAILED, PermanentError, ResultUrlExpired, RetryableError
 from workers.domain.jobs import ProviderStatus, State, parse_iso
+from workers.domain.lean import result_for_storage
 from workers.domain.messages import Step
 from workers.domain.row import JobRow
 from workers.io.stream import heartbeats, mirror_url
+from workers.redis.reuse import ReuseIndex
 from workers.steps.endings import fail, finish, provider_task
 
 log = logging.getLogger("vidqueue.mirror")
@@ -44,12 +53,25 @@ def mirror(job_id: str, d: Deps) -> list[Step]:
         return _mirror_later(row, exc, d)
     except (ResultUrlExpired, PermanentError) as exc:
         return fail(row, (State.MIRRORING,), exc, d)
-    change = Change(result=result)
+    stored = result if row.callback_url else result_for_storage(result)
+    change = Change(result=stored)
     steps = finish(row, (State.MIRRORING,), State.SUCCEEDED, None, d, change=change)
+    _count(row, result, d)
     if row.provider_finished_at:
         since = time.time() - parse_iso(row.provider_finished_at).timestamp()
         d.stats.observe("mirror", since)
     return steps
+
+
+def _count(row: JobRow, result: dict[str, Any], d: Deps) -> None:
+    """Count what was mirrored, and make the result findable for reuse. Neither may fail the
+    step: the job has succeeded already."""
+    size = sum(int(item.get("size", 0)) for item in result.values())
+    d.stats.count_mirrored(row.provider, size, len(result))
+    try:
+        ReuseIndex(d.redis).register(row.id, row.spec)
+    except Exception:
+        log.warning("job %s: not registered for reuse", row.id, exc_info=True)
 
 
 def _copy_or_refresh(row: JobRow, d: Deps) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from workers.domain.errors import (
     RATE_LIMITED,
     SUBMIT_UNKNOWN,
     DuplicateSubmission,
+    NotReplicated,
     PermanentError,
     RetryableError,
     SubmitOutcomeUnknown,
@@ -42,6 +43,8 @@ from workers.steps.endings import dispatch, fail, job_error, release
 
 _UNREACHABLE: Final = (redis.ConnectionError, redis.TimeoutError)
 PERSIST_WAIT_S: Final = 60.0
+# A submit whose mark no replica confirmed tries again this much later.
+NOT_REPLICATED_WAIT_S: Final = 2.0
 
 log = logging.getLogger("vidqueue.pipeline")
 
@@ -66,12 +69,37 @@ def submit(job_id: str, d: Deps) -> list[Step]:
     if row.state == State.SUBMITTING and not provider.idempotent_submit:
         # An earlier attempt died after sending: re-sending could pay twice.
         return _outcome_unknown(row, d, "the submit's outcome is unknown")
-    moved = d.store.transition(
-        job_id, (row.state,), State.SUBMITTING, incr="attempts", event="submitting"
-    )
+    try:
+        # The mark that a request may be out: a failover must not lose it, or a re-delivered
+        # submit would read the job as never sent and pay twice (workers.redis.replicas).
+        moved = d.store.transition(
+            job_id,
+            (row.state,),
+            State.SUBMITTING,
+            incr="attempts",
+            event="submitting",
+            durable=True,
+        )
+    except NotReplicated as exc:
+        return _not_replicated(row, exc, d)
     if not moved:
         return []
     return _send(row, provider, d.key(row.provider, row.key_id), d)
+
+
+def _not_replicated(row: JobRow, exc: NotReplicated, d: Deps) -> list[Step]:
+    """No replica confirmed the mark in time: send nothing on it, and try again shortly, its
+    slot kept. (Not a failed attempt: the provider was never called.)"""
+    log.warning("job %s: %s; the submit waits", row.id, exc.message)
+    back = row.state if row.state != State.SUBMITTING else None
+    d.store.transition(
+        row.id,
+        (State.SUBMITTING,),
+        back,
+        step_s=NOT_REPLICATED_WAIT_S,
+        event=f"submit waits: {exc.code}",
+    )
+    return [Step("submit", row.id, NOT_REPLICATED_WAIT_S)]
 
 
 def _send(row: JobRow, provider: VideoProvider, key: ApiKey, d: Deps) -> list[Step]:
@@ -159,7 +187,13 @@ def _submitted(row: JobRow, task: ProviderTask, d: Deps) -> list[Step]:
     from_states = (State.SUBMITTING, State.SUBMIT_UNKNOWN)
     if _persist(
         lambda: d.store.transition(
-            row.id, from_states, State.RUNNING, step_s=first, change=learned, event="running"
+            row.id,
+            from_states,
+            State.RUNNING,
+            step_s=first,
+            change=learned,
+            event="running",
+            durable=True,
         )
     ):
         waited = parse_iso(submitted_at) - parse_iso(row.created_at)

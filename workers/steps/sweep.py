@@ -9,6 +9,9 @@
    that the provider bills it anyway written down (an event and ``slot_released_at``).
 2. The ids of expired (finished, older than the record TTL) records leave the indexes.
 3. Every provider's free slots are filled from its waiting set.
+4. Finished jobs past the hot window move to the S3 archive (``workers.steps.archive``).
+5. Every few minutes, multipart uploads abandoned under vidqueue's prefix are aborted
+   (``workers.steps.hygiene``).
 
 Steps that fell due, and steps whose message or worker was lost, are published by the due
 pollers that every worker runs (``workers.steps.due``), not here.
@@ -24,7 +27,9 @@ from workers.deps import Deps
 from workers.domain.change import Change
 from workers.domain.jobs import State, now_iso
 from workers.domain.messages import Step
+from workers.steps.archive import archive
 from workers.steps.endings import AT_PROVIDER, dispatch
+from workers.steps.hygiene import clean_storage
 
 log = logging.getLogger("vidqueue.sweep")
 
@@ -38,6 +43,8 @@ def sweep(d: Deps) -> list[Step]:
     steps: list[Step] = []
     for provider in d.catalogue.providers:
         steps += dispatch(provider, d)
+    archive(d)
+    clean_storage(d)
     return steps
 
 
