@@ -45,6 +45,10 @@ def redis_argv(binary: Path, port: int, data_dir: Path) -> tuple[str, ...]:
         # acknowledged; only a power cut can cost the last second.
         "--appendfsync", "everysec",
         "--maxmemory-policy", "noeviction",
+        # A job's hash stays one compact listpack while each value is at most this long (a
+        # spec with a real prompt, the timeline): about half the memory of a hash table
+        # (README "Lean records"). Redis's default is 64 bytes.
+        "--hash-max-listpack-value", "2048",
         # No periodic RDB snapshots: the AOF is the record (its rewrites already start with an
         # RDB preamble), and snapshot forks would only add latency spikes and a second file.
         "--save", "",

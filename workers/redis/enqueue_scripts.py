@@ -22,27 +22,30 @@ from workers.redis.store_scripts import NOW
 
 # KEYS[1] = all-jobs zset, KEYS[2] = sequence, KEYS[3] = the producer's jobs zset,
 # KEYS[4] = the set of producer zsets, KEYS[5] = the queued state set, KEYS[6] = the succeeded
-# state set, KEYS[7] = the due zset, KEYS[8] = reused results counted by provider; then five
-# per job, in batch order: its hash, its events list, its idempotency key (the producer's:
+# state set, KEYS[7] = the due zset, KEYS[8] = reused results counted by provider; then four
+# per job, in batch order: its hash, its idempotency key (the producer's:
 # another producer's same key is another Redis key; '' when none), the same key in the layout
 # before producers were in it (read only: it counts for a job of this producer; '' when
 # none), its generation's reuse key ('' when the spec does not ask for reuse); then two per
 # waiting queue, in the order of their numbers: the waiting zset, its provider's fair zset
 # (``CreateArgs`` builds them).
-# ARGV[1] = producer, ARGV[2] = created_at, ARGV[3] = a finished record's TTL s,
+# ARGV[1] = producer, ARGV[2] = created_at as stored (µs: workers.domain.lean.stored_moment),
+# ARGV[3] = a finished record's TTL s,
 # ARGV[4] = idempotency TTL s, ARGV[5] = job-hash prefix (keys.job_prefix(): an idempotency
 # key's holder, a reused result's job are read here), ARGV[6] = the jobs, a JSON array of
 # [id, priority, waiting score before the sequence number (keys.wait_score(priority, 0)),
 # fingerprint ('' = none), fair-share key, provider, model, spec (as stored:
 # workers.domain.lean), its waiting queue's number (from 1), reuse window ms (0 = none),
-# '1' when it has a webhook to send], ARGV[7] = a reused job's timeline entry, but for the
-# original's id (workers.domain.lean).
+# '1' when it has a webhook to send], ARGV[7] = a reused job's timeline
+# entry, but for the original's id and the newline that ends it (workers.domain.lean),
+# ARGV[8] = created_at as the record shows it (a reused job's completed_at).
 # A job asking for reuse whose generation succeeded (and was mirrored) within its window, by a
 # job still in Redis, is created succeeded at once, pointing at that job's files
 # ('shared_result', 'reused_from'; the original's 'reused' counts such jobs), and never waits
 # for a slot; the lookup and the creation are one atomic step, so no other write comes between
 # them. Only the fields a job has are written (no zero counters, no empty fingerprint), and its
-# timeline starts with its first change (the creation is read back from created_at).
+# timeline (a hash field) starts with its first change (the creation is read back from
+# created_at).
 # Returns {1, index, id, ...}: the jobs whose key was held for the same request (0-based
 # indexes; the id is the existing job's), and the reused ones (their index prefixed 'r'; the
 # id is the new job's); the others were created queued. {0, index, holder} when a key is held
@@ -53,23 +56,23 @@ CREATE: Final = (
 local producer, created_at, record_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local idempotency_ttl, job_prefix = tonumber(ARGV[4]), ARGV[5]
 local jobs = cjson.decode(ARGV[6])
-local reused_event = ARGV[7]
+local reused_event, created_iso = ARGV[7], ARGV[8]
 local all_jobs, sequence, by_producer = KEYS[1], KEYS[2], KEYS[3]
 local producers, queued, succeeded, due_key, reused_counts = KEYS[4], KEYS[5], KEYS[6], KEYS[7],
   KEYS[8]
--- Job i's hash, events list, idempotency key, its old-layout twin and its reuse key; queue q's
--- waiting zset and fair zset.
+-- Job i's hash, idempotency key, its old-layout twin and its reuse key; queue q's waiting
+-- zset and fair zset.
 local function job_keys(i)
-  local k = 5 * i + 4
-  return KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local k = 4 * i + 5
+  return KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
 end
 local function queue_keys(q)
-  local k = 5 * #jobs + 2 * q + 7
+  local k = 4 * #jobs + 2 * q + 7
   return KEYS[k], KEYS[k + 1]
 end
 local out, taken, fresh = {1}, {}, {}
 for i, job in ipairs(jobs) do
-  local _, _, idem, legacy = job_keys(i)
+  local _, idem, legacy = job_keys(i)
   if idem ~= '' then
     local holder, mark
     local mine = fresh[idem]  -- an earlier job of this batch with the same key
@@ -98,7 +101,7 @@ for i, job in ipairs(jobs) do
 end
 -- The job whose result job i may take: a success of the same generation within the window.
 local function reusable(i, job)
-  local _, _, _, _, reuse_key = job_keys(i)
+  local _, _, _, reuse_key = job_keys(i)
   if reuse_key == '' then return nil end
   local found = redis.call('GET', reuse_key)  -- '{success s}/{job id}'
   if not found then return nil end
@@ -116,20 +119,19 @@ for i, job in ipairs(jobs) do
   if not taken[i] then
     seq = seq + 1
     local id, priority, base, fingerprint, fair, provider, model, spec, q = unpack(job)
-    local job_key, events_key, idem = job_keys(i)
+    local job_key, idem = job_keys(i)
     if idem ~= '' then redis.call('SET', idem, id, 'EX', idempotency_ttl) end
     local origin, result = reusable(i, job)
     if origin then
       redis.call('HSET', job_key, 'id', id, 'state', 'succeeded', 'provider', provider,
-        'model', model, 'spec', spec, 'created_at', created_at, 'completed_at', created_at,
-        'producer', producer, 'fair', fair, 'reused_from', origin, 'shared_result', result)
+        'model', model, 'spec', spec, 'created_at', created_at, 'completed_at', created_iso,
+        'producer', producer, 'fair', fair, 'reused_from', origin, 'shared_result', result,
+        'timeline', reused_event .. origin .. '\\n')
       if job[11] == '1' then  -- its webhook: published by a due poller at once
         redis.call('HSET', job_key, 'notify', 'pending', 'step_until', now)
         redis.call('ZADD', due_key, now, id)
       end
-      redis.call('RPUSH', events_key, reused_event .. origin)
       redis.call('EXPIRE', job_key, record_ttl)
-      redis.call('EXPIRE', events_key, record_ttl)
       redis.call('HINCRBY', reused_counts, provider, 1)
       -- The original counts the records that share its files (a purge may keep them for those).
       redis.call('HINCRBY', job_prefix .. origin, 'reused', 1)
@@ -203,7 +205,7 @@ class CreateArgs:
         legacy = keys.legacy_idempotency(key) if key else ""
         window_ms = (spec.reuse_within_s or 0) * 1000
         reuse = keys.reuse(generation_digest(spec)) if window_ms else ""
-        self._jobs += (keys.job(job_id), keys.events(job_id), idem, legacy, reuse)
+        self._jobs += (keys.job(job_id), idem, legacy, reuse)
         queue = self._queues.setdefault((spec.provider, fair), len(self._queues) + 1)
         base = keys.wait_score(spec.priority, 0)
         webhook = "1" if spec.callback_url else ""

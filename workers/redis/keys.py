@@ -2,8 +2,10 @@
 
 Layout (all under ``vq:``):
 
-- ``vq:job:{id}``            hash   the job record plus internal fields (see ``store``)
-- ``vq:job:{id}:events``     list   the job's timeline (JSON entries), capped
+- ``vq:job:{id}``            hash   the job record plus internal fields (see ``store``), its
+  timeline included (field ``timeline``: compact entries, capped)
+- ``vq:job:{id}:events``     list   the timeline as earlier versions stored it (JSON entries);
+  still read, expired and removed with its job, never written for a new one
 - ``vq:jobs``                zset   every job id, scored by creation time (ms) — for listing
 - ``vq:state:{state}``       set    job ids in that state — for counts and filters
 - ``vq:producer:{producer}`` zset  a producer's job ids, scored by creation time (ms)

@@ -18,6 +18,7 @@ import redis
 
 from workers.domain.errors import CancelRefused, JobNotFound
 from workers.domain.jobs import TERMINAL, JobRecord
+from workers.domain.lean import full_result
 from workers.redis import keys, listing
 from workers.redis.store import record_from
 
@@ -32,7 +33,8 @@ StoreUnavailable: TypeAlias = redis.RedisError
 @dataclass(frozen=True)
 class Finished:
     """A finished job cleared for purging, with what goes with it: its mirrored ``files``
-    (``{bucket, key, ...}``, deleted by the caller first) and its index entries."""
+    (``{bucket, key, ...}``, deleted by the caller first; none when they are not its own to
+    delete: a reused result's, or its own that other jobs reused) and its index entries."""
 
     job_id: str
     state: str
@@ -101,12 +103,17 @@ class JobRecords:
         if state not in TERMINAL or row.get("at_provider") == "1" or row.get("notify") == "pending":
             raise CancelRefused(f"job {job_id} is {state}: not finished yet")
         key = json.loads(row["spec"]).get("idempotency_key") or None
-        files = list(json.loads(row.get("result") or "{}").values())
+        # Only its own files (a reusing job's are the original's), and none that other
+        # records share: an original whose result was reused keeps them for the reusers.
+        result = row.get("result")
+        shared = int(row.get("reused") or 0) > 0
+        files = [] if shared or not result else list(full_result(result, job_id).values())
         return Finished(job_id, state, row.get("producer", ""), key, files)
 
     def purge(self, job: Finished) -> None:
-        """Delete the record, its timeline, its index entries and its idempotency key, in one
-        transaction: no reader sees half a job."""
+        """Delete the record (its timeline is in it; an earlier version's separate timeline
+        list too), its index entries and its idempotency key, in one transaction: no reader
+        sees half a job."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(keys.job(job.job_id), keys.events(job.job_id))
         pipe.zrem(keys.all_jobs(), job.job_id)

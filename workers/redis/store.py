@@ -9,12 +9,14 @@ result URLs, ``task_extra``, ``at_provider`` ("1" while the provider may be work
 A succeeded job drops what only its earlier steps needed (``SPENT_WHEN_SUCCEEDED``: the
 provider's result URLs, dead once mirrored, its waiting score, deadline, task extras, key and
 mirror counter; and, from ``workers.steps.endings.finish``, its poll mode unless callbacks
-were armed), and the
-spec, timeline entries and mirrored files are stored compactly (``workers.domain.lean``): a
-hash read by the previous version's layout is still read. A job that took a finished result
-(``reuse_within_s``) has ``reused_from`` and its files in ``shared_result``: the original's
-objects, which a purge of this job does not delete; the original's ``reused`` counts the jobs
-that share its files.
+were armed), and the spec, timeline entries and mirrored files are stored compactly
+(``workers.domain.lean``): a hash read by the previous version's layout is still read. The
+timeline is the hash's ``timeline`` field (a job written before it has a separate list, still
+read first), and ``created_at``, ``submitted_at`` and ``provider_finished_at`` are µs since the
+epoch (``STORED_MOMENTS``); ``readable`` and ``record_from`` give the record's forms back. A
+job that took a finished result (``reuse_within_s``) has ``reused_from`` and its files in
+``shared_result``: the original's objects, which a purge of this job does not delete; the
+original's ``reused`` counts the jobs that share its files (a purge of it keeps them).
 
 Steps never see those strings: they read a job as a typed ``JobRow`` (``row``, ``claim``) and
 write through a typed ``Change`` (``transition``); this module is where they are converted
@@ -40,18 +42,23 @@ from workers.domain.jobs import (
     JobSpec,
     State,
     check_transition,
+    parse_iso,
     utcnow,
 )
 from workers.domain.lean import (
+    TIMELINE_FIELD,
     event_entry,
     full_result,
     full_spec,
     implied,
+    moment_text,
     packed_event,
     redundant_entry,
     result_for_storage,
+    stored_moment,
     stored_result,
     timeline,
+    timeline_entries,
 )
 from workers.domain.row import DueJob, JobRow
 from workers.redis import keys, store_scripts
@@ -73,6 +80,9 @@ _TIMELINE_FIELDS: Final = (
     "provider_finished_at",
     "completed_at",
 )
+# Moments a job hash stores as µs since the epoch (``workers.domain.lean.stored_moment``; an
+# earlier version's ISO text still reads). ``completed_at`` keeps its ISO text.
+STORED_MOMENTS: Final = ("created_at", "submitted_at", "provider_finished_at")
 # Internal fields a succeeded (mirrored) job no longer needs: dropped by its last transition.
 SPENT_WHEN_SUCCEEDED: Final = (
     "video_url",
@@ -120,6 +130,7 @@ class Store:
         self._prune = client.register_script(store_scripts.PRUNE)
         self._take_due = client.register_script(store_scripts.TAKE_DUE)
         self._hasten = client.register_script(store_scripts.HASTEN)
+        self._note = client.register_script(store_scripts.NOTE)
         self._creator: Creator | None = None
 
     # -- creating and reading -------------------------------------------------------------
@@ -155,7 +166,7 @@ class Store:
     def row(self, job_id: str) -> JobRow | None:
         """The job's row (one HGETALL), or None when there is no such job."""
         fields = self.fields(job_id)
-        return JobRow.from_hash(fields) if fields else None
+        return row_from(fields) if fields else None
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether a cancel came while the job's submit was in flight (one HEXISTS)."""
@@ -168,13 +179,19 @@ class Store:
     def events(self, job_id: str) -> list[dict[str, Any]]:
         """The job's timeline, oldest first, as the previous layout stored it: the entries the
         record implies (its creation, the moves to running and succeeded) are put back
-        (``workers.domain.lean.timeline``)."""
+        (``workers.domain.lean.timeline``). The entries are the hash's timeline field's, after
+        those of the separate list a job written by an earlier version has."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.job(job_id), *_TIMELINE_FIELDS)
+        pipe.hmget(keys.job(job_id), *_TIMELINE_FIELDS, TIMELINE_FIELD)
         pipe.lrange(keys.events(job_id), 0, -1)
         values, raw = pipe.execute()
+        *values, field = values
         fields = {k: v.decode() for k, v in zip(_TIMELINE_FIELDS, values, strict=True) if v}
-        return timeline([event_entry(item.decode()) for item in raw], fields, keys.EVENTS_MAX)
+        fields = readable(fields)
+        stored = [item.decode() for item in raw]
+        stored += timeline_entries(field.decode()) if field else []
+        entries = [event_entry(item) for item in stored[-keys.EVENTS_MAX :]]
+        return timeline(entries, fields, keys.EVENTS_MAX)
 
     # -- changing ------------------------------------------------------------------------
 
@@ -209,7 +226,7 @@ class Store:
             check_transition(allowed, to)
         terminal = to in TERMINAL
         step, due = self._schedule(step_s, clear=terminal or clear_step)
-        pairs = _packed(change.hash_args()) if change else []
+        pairs = _packed(change.hash_args(), job_id) if change else []
         entry = _entry(str(to) if to else "", event) if (to or event) else ""
         if to and implied(str(to), event, dict(zip(pairs[::2], pairs[1::2], strict=True))):
             entry = ""  # the record's own timestamp of the move says it (``events``)
@@ -269,7 +286,7 @@ class Store:
             return Claim(False, state, None)
         pairs = [item.decode() for item in flat]
         fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
-        return Claim(True, state, JobRow.from_hash(fields))
+        return Claim(True, state, row_from(fields))
 
     # -- listing -------------------------------------------------------------------------
 
@@ -283,7 +300,7 @@ class Store:
             DueJob.from_hash(
                 items[i],
                 items[i + 1],
-                dict(zip(store_scripts.DUE_FIELDS, items[i + 2 : i + width], strict=True)),
+                readable(zip(store_scripts.DUE_FIELDS, items[i + 2 : i + width], strict=True)),
             )
             for i in range(0, len(items), width)
         ]
@@ -292,16 +309,12 @@ class Store:
         """Send a lost step again: marked sent now, due for a check after the grace."""
         event = _entry("", f"re-sent lost {step}")
         argv: list[str | int] = [job_id, str(state), self.grace_ms, event, keys.EVENTS_MAX]
-        script_keys = [keys.job(job_id), keys.due(), keys.events(job_id)]
-        return bool(self._resend(keys=script_keys, args=argv))
+        return bool(self._resend(keys=[keys.job(job_id), keys.due()], args=argv))
 
     def note(self, job_id: str, event: str) -> None:
-        """Add an event to the job's timeline without changing the job."""
-        entry = _entry("", event)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(keys.events(job_id), entry)
-        pipe.ltrim(keys.events(job_id), -keys.EVENTS_MAX, -1)
-        pipe.execute()
+        """Add an event to the job's timeline without changing the job (none when it is gone)."""
+        argv: list[str | int] = [_entry("", event), keys.EVENTS_MAX]
+        self._note(keys=[keys.job(job_id)], args=argv)
 
     def prune_expired(self, *, ttl_s: int = keys.RECORD_TTL_S, limit: int = 1000) -> int:
         """Drop the ids of expired records from the listing and state indexes."""
@@ -322,16 +335,47 @@ def _entry(state: str, event: str) -> str:
     return packed_event(utcnow(), state, event)
 
 
-def _packed(pairs: list[str]) -> list[str]:
-    """A change's ``[field, value, ...]`` with the mirrored files in their stored form (a
-    result with nothing to pack is kept as the change wrote it)."""
+def _packed(pairs: list[str], job_id: str) -> list[str]:
+    """A change's ``[field, value, ...]`` with its moments (``STORED_MOMENTS``) as µs and the
+    mirrored files in their stored form: no
+    presigned URLs (every read and the webhook presign afresh), the job's id left out of their
+    keys (``workers.domain.lean``); a result with nothing to pack is kept as the change wrote
+    it."""
     out = list(pairs)
     for i in range(0, len(out), 2):
+        if out[i] in STORED_MOMENTS and out[i + 1]:
+            out[i + 1] = stored_moment(parse_iso(out[i + 1]))
         if out[i] == "result" and out[i + 1]:
             given = json.loads(out[i + 1])
-            if result_for_storage(given, keep_urls=True) != given:
-                out[i + 1] = stored_result(given, keep_urls=True)
+            if result_for_storage(given, owner=job_id) != given:
+                out[i + 1] = stored_result(given, owner=job_id)
     return out
+
+
+def _result_owner(fields: Mapping[str, str]) -> str:
+    """Whose files a job hash's result names: the original's for a job that reused one."""
+    if fields.get("result"):
+        return fields.get("id", "")
+    return fields.get("reused_from") or fields.get("id", "")
+
+
+def readable(fields: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A job hash with its moments and result in the record's form (``workers.domain.lean``),
+    for readers that take it as it is (``JobRow.from_hash``, ``DueJob.from_hash``)."""
+    out = dict(fields)
+    for name in STORED_MOMENTS:
+        if out.get(name):
+            out[name] = moment_text(out[name])
+    for name in ("result", "shared_result"):
+        if out.get(name):
+            full = full_result(out[name], _result_owner(out))
+            out[name] = json.dumps(full, ensure_ascii=False, separators=(",", ":"))
+    return out
+
+
+def row_from(fields: Mapping[str, str]) -> JobRow:
+    """A job's typed row from its hash (either layout)."""
+    return JobRow.from_hash(readable(fields))
 
 
 def record_from(fields: Mapping[str, str]) -> JobRecord:
@@ -344,17 +388,18 @@ def record_from(fields: Mapping[str, str]) -> JobRecord:
         "provider": provider,
         "model": model,
         "spec": json.loads(full_spec(fields["spec"], provider, model)),
-        "created_at": fields["created_at"],
+        "created_at": moment_text(fields["created_at"]),
     }
     for name in _RECORD_INTS:
         data[name] = int(fields.get(name, "0"))
     for name in _RECORD_STRS:
-        data[name] = fields.get(name) or None
+        value = fields.get(name)
+        data[name] = (moment_text(value) if name in STORED_MOMENTS else value) if value else None
     if fields.get("error"):
         data["error"] = JobError.model_validate_json(fields["error"])
     result = fields.get("result") or fields.get("shared_result")
     if result:
-        data["result"] = full_result(result)
+        data["result"] = full_result(result, _result_owner(fields))
     data["callbacks_armed"] = fields.get("poll_mode") == "safety"
     data["reused_from"] = fields.get("reused_from") or None
     return JobRecord.model_validate(data)

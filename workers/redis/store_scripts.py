@@ -17,8 +17,25 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = events list, KEYS[4] = the new state's set
-# (only with a new state).
+# A job's timeline is one hash field (workers.domain.lean.TIMELINE_FIELD): entries, each ended
+# by a newline, at most a cap of them (the oldest go first). A job written before it kept its
+# entries in a list key of its own (the "events list" below): it is still expired with the job,
+# and its last entry is still the one a move may make redundant while the field is empty.
+TIMELINE: Final = """
+local function appended(timeline, entry, cap)
+  timeline = timeline .. entry .. '\\n'
+  local _, count = string.gsub(timeline, '\\n', '')
+  local from = 1
+  while count > cap do
+    from = string.find(timeline, '\\n', from, true) + 1
+    count = count - 1
+  end
+  return from > 1 and string.sub(timeline, from) or timeline
+end
+"""
+
+# KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = the events list of a job written before
+# the timeline field (expired with it), KEYS[4] = the new state's set (only with a new state).
 # ARGV[1] = state-set prefix (keys.state_prefix(): the state the job leaves is read here),
 # ARGV[2] = job id, ARGV[3] = allowed current states (',a,b,'), ARGV[4] = new state ('' = stay),
 # ARGV[5] = step offset ms ('' = leave, '-' = clear), ARGV[6] = due offset ms,
@@ -32,6 +49,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # Returns {1, previous state} on success, {0, current state or ''} when refused.
 TRANSITION: Final = (
     NOW
+    + TIMELINE
     + """
 local job_key, due_key, events_key, to_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local state_prefix, job_id, allowed, to = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -61,19 +79,28 @@ if moved then sets[#sets + 1] = 'state'; sets[#sets + 1] = to end
 if #dels > 0 then redis.call('HDEL', job_key, unpack(dels)) end
 if #sets > 0 then redis.call('HSET', job_key, unpack(sets)) end
 if incr ~= '' then redis.call('HINCRBY', job_key, incr, 1) end
-if redundant ~= '' then
-  local last = redis.call('LINDEX', events_key, -1)
-  if last and #last > #redundant and string.sub(last, -#redundant) == redundant then
-    redis.call('RPOP', events_key)
+if redundant ~= '' or event ~= '' then
+  local timeline = redis.call('HGET', job_key, 'timeline') or ''
+  local before = timeline
+  if redundant ~= '' and timeline ~= '' then
+    local start = string.match(string.sub(timeline, 1, -2), '.*\\n()') or 1
+    local last = string.sub(timeline, start, -2)
+    if #last > #redundant and string.sub(last, -#redundant) == redundant then
+      timeline = string.sub(timeline, 1, start - 1)
+    end
+  elseif redundant ~= '' then
+    local last = redis.call('LINDEX', events_key, -1)
+    if last and #last > #redundant and string.sub(last, -#redundant) == redundant then
+      redis.call('RPOP', events_key)
+    end
   end
-end
-if event ~= '' and redis.call('RPUSH', events_key, event) > tonumber(events_max) then
-  redis.call('LTRIM', events_key, -tonumber(events_max), -1)
+  if event ~= '' then timeline = appended(timeline, event, tonumber(events_max)) end
+  if timeline == '' and before ~= '' then redis.call('HDEL', job_key, 'timeline')
+  elseif timeline ~= before then redis.call('HSET', job_key, 'timeline', timeline) end
 end
 if moved then
   redis.call('SREM', state_prefix .. state, job_id)
   redis.call('SADD', to_key, job_id)
-  -- After the event: a timeline whose first entry this is exists only now.
   if ttl ~= '' then
     redis.call('EXPIRE', job_key, tonumber(ttl))
     redis.call('EXPIRE', events_key, tonumber(ttl))
@@ -91,7 +118,8 @@ return {1, state}
 # ARGV[1] = job id, ARGV[2] = allowed states (',a,b,'), ARGV[3] = lease ms (how long the step
 # may take), ARGV[4] = due offset ms, ARGV[5] = tolerance ms (a step may start this early).
 # Returns {1, state, field, value, ...} when claimed (the job's hash after the claim, saving a
-# round trip), {0, state} for a wrong state, {-1, state} when not yet due.
+# round trip; without its timeline, which no step reads), {0, state} for a wrong state,
+# {-1, state} when not yet due.
 CLAIM: Final = (
     NOW
     + """
@@ -115,7 +143,9 @@ redis.call('ZADD', due_key, now + tonumber(due), job_id)
 local out = {1, state}
 for i = 1, #flat, 2 do
   if flat[i] == 'step_until' then out[#out + 1] = 'step_until'; out[#out + 1] = step_until
-  elseif flat[i] ~= 'sent' then out[#out + 1] = flat[i]; out[#out + 1] = flat[i + 1] end
+  elseif flat[i] ~= 'sent' and flat[i] ~= 'timeline' then
+    out[#out + 1] = flat[i]; out[#out + 1] = flat[i + 1]
+  end
 end
 if not at.step_until then out[#out + 1] = 'step_until'; out[#out + 1] = step_until end
 return out
@@ -213,20 +243,35 @@ return out
 )
 
 # A step whose message is lost (sent, never claimed, no longer in its queue) is sent again.
-# KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = events list. ARGV[1] = job id,
-# ARGV[2] = expected state, ARGV[3] = recheck ms, ARGV[4] = event JSON, ARGV[5] = events cap.
+# KEYS[1] = job hash, KEYS[2] = due zset. ARGV[1] = job id, ARGV[2] = expected state,
+# ARGV[3] = recheck ms, ARGV[4] = timeline entry, ARGV[5] = timeline cap.
 # Returns 1 when the step was marked sent again (and due for a check after the recheck), else 0.
 RESEND: Final = (
     NOW
+    + TIMELINE
     + """
-local job_key, due_key, events_key = KEYS[1], KEYS[2], KEYS[3]
+local job_key, due_key = KEYS[1], KEYS[2]
 local job_id, expected, recheck, event, events_max = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if redis.call('HGET', job_key, 'state') ~= expected then return 0 end
-if not redis.call('HGET', job_key, 'sent') then return 0 end
-redis.call('HSET', job_key, 'sent', now, 'step_until', now)
+local f = redis.call('HMGET', job_key, 'state', 'sent', 'timeline')
+if f[1] ~= expected or not f[2] then return 0 end
+redis.call('HSET', job_key, 'sent', now, 'step_until', now,
+  'timeline', appended(f[3] or '', event, tonumber(events_max)))
 redis.call('ZADD', due_key, now + tonumber(recheck), job_id)
-redis.call('RPUSH', events_key, event)
-redis.call('LTRIM', events_key, -tonumber(events_max), -1)
+return 1
+"""
+)
+
+# An event of its own on an existing job's timeline (nothing else changes).
+# KEYS[1] = job hash. ARGV[1] = timeline entry, ARGV[2] = timeline cap.
+# Returns 1 when added, 0 when there is no such job.
+NOTE: Final = (
+    TIMELINE
+    + """
+local job_key = KEYS[1]
+local entry, cap = ARGV[1], tonumber(ARGV[2])
+local f = redis.call('HMGET', job_key, 'state', 'timeline')
+if not f[1] then return 0 end
+redis.call('HSET', job_key, 'timeline', appended(f[2] or '', entry, cap))
 return 1
 """
 )

@@ -5,11 +5,10 @@ finds its link expired asks the provider once for a fresh link before giving up 
 ``result_url_expired``.
 
 Once the files are in S3 the job succeeds with a lean record: the provider's URLs are dropped
-(``workers.redis.store.SPENT_WHEN_SUCCEEDED``), and the stored result keeps no presigned URL,
-which every read presigns afresh, unless a webhook is to carry the record (``notify`` sends
-the stored record as it is). The job is then registered in the reuse index (later specs with
-``reuse_within_s`` may take its result), and the bytes and objects mirrored are counted for
-``/metrics``.
+(``workers.redis.store.SPENT_WHEN_SUCCEEDED``), and the stored result keeps no presigned URL:
+every read presigns afresh, and so does the webhook (``notify``). The job is then registered
+in the reuse index (later specs with ``reuse_within_s`` may take its result), and the bytes
+and objects mirrored are counted for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -53,8 +52,7 @@ def mirror(job_id: str, d: Deps) -> list[Step]:
         return _mirror_later(row, exc, d)
     except (ResultUrlExpired, PermanentError) as exc:
         return fail(row, (State.MIRRORING,), exc, d)
-    stored = result if row.callback_url else result_for_storage(result)
-    change = Change(result=stored)
+    change = Change(result=result_for_storage(result))
     steps = finish(row, (State.MIRRORING,), State.SUCCEEDED, None, d, change=change)
     _count(row, result, d)
     if row.provider_finished_at:

@@ -1,7 +1,11 @@
 """Notifying: POST the finished job's record to the producer's callback_url (Standard
 Webhooks signature), retried on the schedule of ``retry.WEBHOOK`` within a day of the job's end.
 The URL's host is resolved and checked once, and the POST goes to a checked address
-(``webhooks.resolve`` and ``webhooks.send``)."""
+(``webhooks.resolve`` and ``webhooks.send``).
+
+The record's mirrored files get a ``url`` presigned when the body is built, as every read
+presigns one: Redis keeps no URL (a reused result's webhook carries the original's files,
+presigned for this send)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from workers.deps import Deps
 from workers.domain import retry
 from workers.domain.change import Change
 from workers.domain.errors import PermanentError, RetryableError, VidqueueError
-from workers.domain.jobs import TERMINAL, now_iso
+from workers.domain.jobs import TERMINAL, JobRecord, now_iso
 from workers.domain.messages import Step
 from workers.domain.row import JobRow, Notify
 from workers.io import webhooks
@@ -36,7 +40,7 @@ def notify(job_id: str, d: Deps) -> list[Step]:
         {
             "type": f"job.{row.state}",
             "timestamp": now_iso(),
-            "data": row.record().model_dump(mode="json"),
+            "data": _presigned(row.record(), d).model_dump(mode="json"),
         }
     ).encode()
     try:
@@ -52,6 +56,20 @@ def notify(job_id: str, d: Deps) -> list[Step]:
         event="webhook delivered",
     )
     return []
+
+
+def _presigned(record: JobRecord, d: Deps) -> JobRecord:
+    """The record with a freshly presigned ``url`` on each mirrored file (a local computation,
+    no request to S3)."""
+    if not record.result:
+        return record
+    result = {
+        name: {**item, "url": d.storage.presign(item["key"], item.get("bucket"))}
+        if isinstance(item, dict) and item.get("key")
+        else item
+        for name, item in record.result.items()
+    }
+    return record.model_copy(update={"result": result})
 
 
 def _post(row: JobRow, body: bytes, d: Deps) -> None:
