@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# The variables docker-compose.yml cannot run without (``${VAR:?message}``). Every secret (keys,
+# tokens, passwords) is a file under VIDQUEUE_SECRETS_DIR instead, never a variable.
 REQUIRED = {
-    "FLOWER_BASIC_AUTH": "admin:secret",
-    "VIDQUEUE_API_TOKENS": "token-1",
-    "AWS_ACCESS_KEY_ID": "key",
-    "AWS_SECRET_ACCESS_KEY": "secret",
+    "VIDQUEUE_S3_PUBLIC_ENDPOINT_URL": "https://s3.example.com",
 }
+# The image's entrypoint (docker/entrypoint.sh): each X_FILE variable becomes X.
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 
 
 def compose_binary() -> Path:
@@ -28,10 +30,15 @@ def compose_binary() -> Path:
     return binary
 
 
-def compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def compose(
+    *args: str, env: dict[str, str], overrides: Sequence[Path] = ()
+) -> subprocess.CompletedProcess[str]:
+    """``docker compose`` on docker-compose.yml, then each override file (as ``-f`` adds them);
+    relative paths resolve against the repository, as for the shipped file."""
+    files = [arg for path in ("docker-compose.yml", *map(str, overrides)) for arg in ("-f", path)]
     # A clean environment: nothing from the caller's shell may satisfy a required variable.
     return subprocess.run(
-        [str(compose_binary()), "-f", "docker-compose.yml", *args],
+        [str(compose_binary()), *files, "--project-directory", str(ROOT), *args],
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT), **env},
         capture_output=True,
