@@ -3,7 +3,8 @@
 Routes raise; none builds an error response. ``RULES`` says, per error class, the status that
 answers it, its code, message and field: every route shares it. Two surfaces, told apart by
 path, answer some errors differently (``OPENAI``, ``UPLOADS``): the OpenAI facade
-(``/v1/videos``) answers bad input with 400s naming OpenAI's parameters, in OpenAI's error body;
+(``/v1/videos``) answers bad input with 400s naming OpenAI's parameters, in OpenAI's error body
+with OpenAI's codes (``OPENAI_CODES``: a bad token is ``invalid_api_key``);
 the upload route's one input is its ``file``. An error is answered by the rule of the nearest
 class in its MRO, so ``JobNotFound`` (also a ``KeyError``) is a 404 while a bug's plain
 ``KeyError`` falls through to ``Exception``: a 500, logged with its traceback.
@@ -103,13 +104,36 @@ RULES: Final[dict[type[Exception], Rule]] = {
     Exception: lambda _: _BUG,
 }
 
-# Where the OpenAI facade answers differently: 400 for bad input, OpenAI's parameter names.
+# Where the OpenAI facade answers differently: 400 for bad input, OpenAI's parameter names,
+# OpenAI's codes (``_openai``, applied to every answer on the surface by ``render``).
 OPENAI: Final[dict[type[Exception], Rule]] = {
-    RequestValidationError: lambda e: Answer(400, "invalid_request", *_problem(e)),
+    RequestValidationError: lambda e: Answer(400, "invalid_value", *_problem(e)),
     JobNotFound: lambda e: Answer(404, e.code, f"No video found with id {e.job_id!r}", "video_id"),
+    UploadTooLarge: lambda e: Answer(413, "too_large", e.message, "input_reference"),
     InvalidSpec: lambda e: Answer(400, e.code, e.message, openai_videos.param(e.field)),
     InvalidCursor: lambda e: Answer(400, e.code, e.message, "after"),
 }
+# vidqueue's codes as OpenAI's (the rest are kept: OpenAI's clients read ``code`` as a string).
+OPENAI_CODES: Final = {
+    "unauthorized": "invalid_api_key",
+    "invalid_spec": "invalid_value",
+    "too_large": "request_too_large",
+    "internal_error": "server_error",
+}
+# OpenAI's ``error.type`` by status; any other 4xx is an ``invalid_request_error``.
+OPENAI_TYPES: Final = {429: "requests", 500: "server_error", 503: "server_error"}
+_BAD_KEY: Final = "Incorrect API key provided. Send a valid one as 'Authorization: Bearer <token>'."
+
+
+def _openai(found: Answer) -> dict[str, Any]:
+    """An answer in OpenAI's error body: ``{"message", "type", "param", "code"}``."""
+    kind = OPENAI_TYPES.get(found.status)
+    if kind is None:
+        kind = "server_error" if found.status >= 500 else "invalid_request_error"
+    code = OPENAI_CODES.get(found.code, found.code)
+    message = _BAD_KEY if code == "invalid_api_key" else found.message
+    return {"message": message, "type": kind, "param": found.field, "code": code}
+
 
 # Where the upload route answers differently: its one input is the ``file``.
 UPLOADS: Final[dict[type[Exception], Rule]] = {
@@ -145,11 +169,7 @@ def answer(exc: Exception, where: Surface = "jobs") -> Answer:
 def render(found: Answer, where: Surface) -> JSONResponse:
     """The answer as a JSON body: OpenAI's shape on the facade, vidqueue's elsewhere."""
     if where == "openai":
-        kind = "server_error" if found.status >= 500 else "invalid_request_error"
-        if found.status == 429:
-            kind = "rate_limit_error"
-        body = {"message": found.message, "type": kind, "param": found.field, "code": found.code}
-        return JSONResponse({"error": body}, status_code=found.status)
+        return JSONResponse({"error": _openai(found)}, status_code=found.status)
     error: dict[str, Any] = {"code": found.code, "message": found.message}
     if found.field:
         error["field"] = found.field

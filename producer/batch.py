@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import uuid_utils
 from pydantic import TypeAdapter, ValidationError
 
 from workers.domain.errors import IdempotencyConflict, InvalidSpec, TenantNotAllowed
@@ -27,26 +25,14 @@ MAX_BATCH: Final = 1000
 
 _SPECS: Final = TypeAdapter(list[JobSpec])
 
-_id_lock = threading.Lock()
-_last_id: list[int] = [0, 0]  # the millisecond and counter of the previous id
-
 
 def new_job_id() -> str:
-    """A UUIDv7 (RFC 9562) as 32 hex digits: time-ordered, and strictly increasing within this
-    process. Listings sort jobs created in the same millisecond (a batch) by id, so those
-    ids keep the batch's order."""
-    with _id_lock:
-        now = time.time_ns() // 1_000_000
-        millis, counter = _last_id
-        if now > millis:
-            millis, counter = now, 0
-        elif counter < 0xFFF:
-            counter += 1
-        else:
-            millis, counter = millis + 1, 0
-        _last_id[:] = [millis, counter]
-    tail = (0b10 << 62) | secrets.randbits(62)
-    return f"{millis:012x}7{counter:03x}{tail:016x}"
+    """A UUIDv7 (RFC 9562) as 32 hex digits (no dashes), made by ``uuid_utils.uuid7``:
+    time-ordered, and strictly increasing within this process, across threads (the library
+    keeps a counter under the millisecond, RFC 9562 §6.2, and never moves the time ahead while
+    the counter lasts). Listings sort jobs created in the same millisecond (a batch) by id, so
+    those ids keep the batch's order. ``workers.domain.uuid7`` reads the time back."""
+    return uuid_utils.uuid7().hex
 
 
 def fingerprint(spec: JobSpec, producer: str) -> str:

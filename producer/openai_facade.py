@@ -8,11 +8,16 @@ vidqueue's jobs, so the official OpenAI SDKs and tools built for Sora can use vi
   client gets the bytes in one response, redirects or not.
 - ``DELETE`` on a finished video deletes its record and files (``deleted: true``); on an
   unfinished one it cancels the job (``deleted: false``) — OpenAI only deletes finished ones.
-- Errors come in OpenAI's shape, from the API's one error table (``producer.api_errors``).
+- Gateways' fields are taken (``user``, ``metadata``, new-api's ``duration`` and ``image``:
+  ``producer.openai_videos``); a spec the provider refuses is a 400 naming the parameter the
+  request used (``openai_videos.renamed``).
+- Errors come in OpenAI's shape with OpenAI's codes, from the API's one error table
+  (``producer.api_errors``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from functools import partial
 from typing import Annotated, Any, Final, Literal
@@ -26,6 +31,7 @@ from starlette.datastructures import UploadFile
 from producer import openai_videos, web
 from producer.openai_videos import STATUS, video
 from producer.web import Producer, RouteError, Who, client
+from workers.domain.errors import InvalidSpec, UploadTooLarge
 from workers.domain.jobs import TERMINAL, JobRecord, State
 from workers.io.storage import storage_errors
 from workers.io.uploads import MAX_UPLOAD_BYTES
@@ -35,11 +41,12 @@ router = APIRouter(prefix=web.OPENAI_PREFIX, tags=["OpenAI-compatible videos"])
 # What the SDK's poller waits between retrieves (header ``openai-poll-after-ms``).
 POLL_AFTER_MS: Final = 1000
 CHUNK: Final = 1024 * 1024
+_METADATA_KEY: Final = re.compile(r"metadata\[([^\[\]]{1,64})\]")
 
 
 def _respond(record: JobRecord) -> JSONResponse:
     headers = {} if record.terminal else {"openai-poll-after-ms": str(POLL_AFTER_MS)}
-    return JSONResponse(video(record), headers=headers)
+    return JSONResponse(video(record, client().catalogue), headers=headers)
 
 
 # -- create --------------------------------------------------------------------------------
@@ -52,39 +59,59 @@ async def create_video(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     """The job's fair-share key is the token's default tenant: OpenAI's parameters name none."""
-    fields, image = await _create_fields(request)
-    spec = openai_videos.spec_from(client().catalogue, fields, idempotency_key)
+    fields, reference, image = await _create_fields(request)
+    spec, names = openai_videos.spec_from(
+        client().catalogue, fields, idempotency_key, reference=reference
+    )
     if image is not None:
+        if "image" in spec:
+            raise RouteError(
+                400, "invalid_value", "give input_reference or image, not both", "image"
+            )
         spec["image"] = await client().s3.run(_upload, image, who.producer)
     accept = partial(client().accept, [spec], producer=who.producer, one=True, fair=who.default)
-    [record] = (await run_in_threadpool(accept)).records()
+    try:
+        [record] = (await run_in_threadpool(accept)).records()
+    except UploadTooLarge:
+        raise
+    except InvalidSpec as exc:
+        raise openai_videos.renamed(exc, names) from None
     return _respond(record)
 
 
-async def _create_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
-    """The create parameters, from multipart (what the SDK sends) or JSON, and the bytes of an
-    ``input_reference`` file part."""
+async def _create_fields(request: Request) -> tuple[dict[str, Any], str | None, bytes | None]:
+    """The create parameters, from multipart (what the SDK sends) or JSON; a JSON
+    ``input_reference``'s image URL; the bytes of an ``input_reference`` file part."""
     if web.is_multipart(request):
-        return await _form_fields(request)
+        fields, image = await _form_fields(request)
+        return fields, None, image
     data = await web.json_object(request)
     openai_videos.known(data)
     reference = data.pop("input_reference", None)
-    if reference is not None:
-        data["image"] = openai_videos.reference_url(reference)
-    return data, None
+    url = openai_videos.reference_url(reference) if reference is not None else None
+    return data, url, None
 
 
 async def _form_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
+    """The form's fields; ``metadata[key]`` parts (how the SDK sends an object in a form)
+    become one ``metadata`` object."""
     form = await web.read_form(request, web.MAX_JOB_BODY, "input_reference")
     fields: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
     image = None
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
             if name != "input_reference":
                 raise RouteError(400, "invalid_request", "unexpected file part", name)
             image = await value.read()
+        elif (key := _METADATA_KEY.fullmatch(name)) is not None:
+            metadata[key[1]] = value
         else:
             fields[name] = value
+    if metadata:
+        if "metadata" in fields:
+            raise RouteError(400, "invalid_value", "metadata given twice", "metadata")
+        fields["metadata"] = metadata
     openai_videos.known(fields)
     return fields, image
 
@@ -151,7 +178,7 @@ def list_videos(
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
     page = client().stored.page(producer, limit=limit, after=after, ascending=order == "asc")
-    data = [video(record) for record in page.records]
+    data = [video(record, client().catalogue) for record in page.records]
     return {
         "object": "list",
         "data": data,

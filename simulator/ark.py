@@ -21,10 +21,11 @@ from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simulator.callbacks import Callbacks, Render
 from simulator.media import issue_urls
+from simulator.nulls import unset_nulls
 from simulator.state import ConcurrencyExceeded, Registry, Task, TaskState
 
 PREFIX: Final = "/ark/api/v3"
@@ -42,11 +43,13 @@ Role = Literal["first_frame", "last_frame", "reference_image"]
 
 class ImageUrl(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
+    _nulls_unset = model_validator(mode="before")(unset_nulls)
     url: Annotated[str, Field(min_length=1)]
 
 
 class ContentItem(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
+    _nulls_unset = model_validator(mode="before")(unset_nulls)
     type: Literal["text", "image_url"]
     text: str | None = None
     image_url: ImageUrl | None = None
@@ -54,9 +57,11 @@ class ContentItem(BaseModel):
 
 
 class CreateTask(BaseModel):
-    """The submit body. Strict types: ``"duration": "5"`` is refused as it would be by Ark."""
+    """The submit body. Strict types: ``"duration": "5"`` is refused as it would be by Ark; a
+    ``null`` is an unset field (the official SDK sends one for every parameter left out)."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
+    _nulls_unset = model_validator(mode="before")(unset_nulls)
 
     model: Annotated[str, Field(min_length=1)]
     content: Annotated[list[ContentItem], Field(min_length=1)]

@@ -92,6 +92,8 @@ async def _read_fields(request: Request) -> dict[str, Any] | JSONResponse:
         return error(400, "We could not parse the JSON body of your request.")
     if not isinstance(body, dict):
         return error(400, "The request body must be a JSON object.")
+    # A null is an unset parameter: its default applies.
+    body = {name: value for name, value in body.items() if value is not None}
     reference = body.get("input_reference")
     if reference is not None and not (
         isinstance(reference, dict)

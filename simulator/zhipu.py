@@ -12,11 +12,12 @@ from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simulator import faults
 from simulator.faults import Fault
 from simulator.media import issue_urls
+from simulator.nulls import unset_nulls
 from simulator.state import (
     ConcurrencyExceeded,
     DuplicateRequestId,
@@ -57,10 +58,12 @@ _STATUS: Final = {
 class VideoGenerationRequest(BaseModel):
     """The submit body. Strict types, so a client sending ``"fps": "30"`` finds out here.
 
-    Unknown fields are ignored, as real services do.
+    Unknown fields are ignored, as real services do; a ``null`` is an unset field (the
+    official SDK sends one for every parameter left out).
     """
 
     model_config = ConfigDict(strict=True, extra="ignore")
+    _nulls_unset = model_validator(mode="before")(unset_nulls)
 
     model: str
     prompt: str | None = None

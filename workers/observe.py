@@ -1,14 +1,30 @@
 """What operators look at: one snapshot of the queue, read from Redis, for `vidqueue top` and
-the API's Prometheus `/metrics`. Request rates and histograms are written by the workers in
-batches (``workers.redis.stats``), so they trail the jobs by up to ``stats.FLUSH_INTERVAL_S``."""
+the API's Prometheus `/metrics`. Request counts and histograms are written by the workers in
+batches (``workers.redis.stats``), so they trail the jobs by up to ``stats.FLUSH_INTERVAL_S``.
+
+``families`` turns a snapshot into ``prometheus_client`` metric families and ``prometheus``
+renders them with the library's exposition (text format 0.0.4): names, escaping and number
+formatting are the library's, not ours. No value lives in this process: every figure is read
+from Redis when the snapshot is taken, so any number of API processes serve the same figures.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from workers.deps import Deps
 from workers.redis import keys as keys_module
-from workers.redis.stats import BUCKETS, HISTOGRAMS
+from workers.redis.stats import BUCKETS, COUNTERS, HISTOGRAMS
 
 
 @dataclass(frozen=True)
@@ -20,6 +36,8 @@ class KeyView:
     effective_cap: float
     cooling: bool
     per_minute: dict[str, float]
+    # Provider requests ever made with this key, by kind (a counter: it only grows).
+    requests: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,7 @@ def snapshot(d: Deps) -> Snapshot:
                 effective_cap=d.gate.effective_cap(config, key_id),
                 cooling=bool(d.redis.exists(keys_module.cooling(name, key_id))),
                 per_minute=d.stats.per_minute(name, key_id),
+                requests=d.stats.requests(name, key_id),
             )
             for key_id in config.key_ids()
         ]
@@ -66,75 +85,99 @@ def snapshot(d: Deps) -> Snapshot:
     return Snapshot(d.store.count_by_state(), providers, histograms)
 
 
-def _labels(**pairs: str) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs.items())
-    return "{" + inner + "}"
+def families(snap: Snapshot) -> Iterator[Metric]:
+    """The snapshot as Prometheus metric families (a ``Collector.collect`` body).
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def prometheus(snap: Snapshot) -> str:
-    """The snapshot in Prometheus text exposition format (version 0.0.4)."""
-    out = [
-        "# HELP vidqueue_jobs Jobs by state.",
-        "# TYPE vidqueue_jobs gauge",
-        *(f"vidqueue_jobs{_labels(state=s)} {n}" for s, n in snap.jobs_by_state.items()),
-        "# HELP vidqueue_waiting Jobs waiting for a slot.",
-        "# TYPE vidqueue_waiting gauge",
-        *(f"vidqueue_waiting{_labels(provider=p.name)} {p.waiting}" for p in snap.providers),
-    ]
+    Counters are named without ``_total``: the library adds it on exposition.
+    ``vidqueue_requests_per_minute`` (a gauge of the last 60 s) stays for dashboards that read
+    it; ``vidqueue_requests_total`` is the same traffic as a counter, for ``rate()``.
+    """
+    jobs = GaugeMetricFamily("vidqueue_jobs", "Jobs by state.", labels=["state"])
+    for state, n in snap.jobs_by_state.items():
+        jobs.add_metric([state], n)
+    yield jobs
+    waiting = GaugeMetricFamily("vidqueue_waiting", "Jobs waiting for a slot.", labels=["provider"])
+    for p in snap.providers:
+        waiting.add_metric([p.name], p.waiting)
+    yield waiting
     gauges = {
         "in_flight": "Generations in flight at the provider.",
         "cap": "Configured concurrency cap.",
         "effective_cap": "Cap after provider back-pressure (AIMD).",
     }
     for name, text in gauges.items():
-        out += [f"# HELP vidqueue_key_{name} {text}", f"# TYPE vidqueue_key_{name} gauge"]
+        gauge = GaugeMetricFamily(f"vidqueue_key_{name}", text, labels=["provider", "key"])
         for p in snap.providers:
             for k in p.keys:
-                labels = _labels(provider=p.name, key=k.key_id)
-                out.append(f"vidqueue_key_{name}{labels} {getattr(k, name)}")
-    out += [
-        "# HELP vidqueue_requests_per_minute Provider requests over the last minute, by kind.",
-        "# TYPE vidqueue_requests_per_minute gauge",
-    ]
+                gauge.add_metric([p.name, k.key_id], getattr(k, name))
+        yield gauge
+    labels = ["provider", "key", "kind"]
+    per_minute = GaugeMetricFamily(
+        "vidqueue_requests_per_minute",
+        "Provider requests over the last minute, by kind (prefer rate(vidqueue_requests_total)).",
+        labels=labels,
+    )
+    requests = CounterMetricFamily(
+        "vidqueue_requests", "Provider requests, by key and kind.", labels=labels
+    )
     for p in snap.providers:
         for k in p.keys:
-            for what, n in k.per_minute.items():
-                labels = _labels(provider=p.name, key=k.key_id, kind=what)
-                out.append(f"vidqueue_requests_per_minute{labels} {n:.1f}")
-    out += [
-        "# HELP vidqueue_callbacks_total Provider callbacks received, by outcome.",
-        "# TYPE vidqueue_callbacks_total counter",
-    ]
+            for what, x in k.per_minute.items():
+                per_minute.add_metric([p.name, k.key_id, what], round(x, 1))
+            for what in COUNTERS:
+                requests.add_metric([p.name, k.key_id, what], k.requests.get(what, 0))
+    yield per_minute
+    yield requests
+    callbacks = CounterMetricFamily(
+        "vidqueue_callbacks",
+        "Provider callbacks received, by outcome.",
+        labels=["provider", "outcome"],
+    )
     for p in snap.providers:
         for outcome, n in sorted(p.callbacks.items()):
-            out.append(f"vidqueue_callbacks_total{_labels(provider=p.name, outcome=outcome)} {n}")
+            callbacks.add_metric([p.name, outcome], n)
+    yield callbacks
     for metric, text in HISTOGRAMS.items():
-        out += _histogram(f"vidqueue_{metric}_seconds", text, snap.histograms.get(metric, {}))
-    return "\n".join(out + _unknown_released(snap)) + "\n"
-
-
-def _unknown_released(snap: Snapshot) -> list[str]:
-    name = "vidqueue_submit_unknown_released_total"
-    return [
-        f"# HELP {name} Slots of submit_unknown jobs released at their hold's end"
+        yield _histogram(f"vidqueue_{metric}_seconds", text, snap.histograms.get(metric, {}))
+    released = CounterMetricFamily(
+        "vidqueue_submit_unknown_released",
+        "Slots of submit_unknown jobs released at their hold's end"
         " (the provider may still bill them).",
-        f"# TYPE {name} counter",
-        *(f"{name}{_labels(provider=p.name)} {p.unknown_released}" for p in snap.providers),
-    ]
+        labels=["provider"],
+    )
+    for p in snap.providers:
+        released.add_metric([p.name], p.unknown_released)
+    yield released
 
 
-def _histogram(name: str, text: str, data: dict[str, float]) -> list[str]:
-    lines = [f"# HELP {name} Seconds {text}.", f"# TYPE {name} histogram"]
-    for bound in BUCKETS:
-        lines.append(f'{name}_bucket{{le="{bound}"}} {int(data.get(f"le:{bound}", 0))}')
-    count = int(data.get("count", 0))
-    lines += [
-        f'{name}_bucket{{le="+Inf"}} {count}',
-        f"{name}_sum {data.get('sum', 0.0)}",
-        f"{name}_count {count}",
-    ]
-    return lines
+def _histogram(name: str, text: str, data: dict[str, float]) -> HistogramMetricFamily:
+    """``le`` keeps the bounds as ``BUCKETS`` spells them (``le="1"``, not ``"1.0"``): series
+    selected by ``le`` before the move to prometheus_client keep their label values."""
+    count = data.get("count", 0.0)
+    buckets = [(str(bound), data.get(f"le:{bound}", 0.0)) for bound in BUCKETS]
+    family = HistogramMetricFamily(name, f"Seconds {text}.")
+    family.add_metric([], [*buckets, ("+Inf", count)], sum_value=data.get("sum", 0.0))
+    return family
+
+
+class _Families(Collector):
+    """Families computed beforehand (a snapshot already read)."""
+
+    def __init__(self, metrics: Iterable[Metric]) -> None:
+        self._metrics = list(metrics)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics
+
+
+def render(collector: Collector) -> str:
+    """What ``collector`` yields now, in Prometheus text format 0.0.4, by prometheus_client's
+    exposition (a registry of its own: nothing from the library's global default registry)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry).decode("utf-8")
+
+
+def prometheus(snap: Snapshot) -> str:
+    """The snapshot in Prometheus text exposition format (version 0.0.4)."""
+    return render(_Families(families(snap)))

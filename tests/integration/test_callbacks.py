@@ -85,7 +85,7 @@ def test_with_callbacks_each_job_is_polled_once_when_its_provider_says_so(
     assert live.sim_stats()["callbacks"]["sent"] >= len(ARMED)
     # And operators see them counted on /metrics
     metrics = httpx.get(f"{live.api_url}/metrics", timeout=10).text
-    assert 'vidqueue_callbacks_total{provider="ark_cb",outcome="hastened"} ' in metrics
+    assert 'vidqueue_callbacks_total{outcome="hastened",provider="ark_cb"} ' in metrics
 
 
 def test_with_every_callback_lost_the_safety_poll_still_finishes_each_job(

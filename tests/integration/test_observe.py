@@ -18,7 +18,8 @@ from tests.support.live import LiveStack
 from workers.redis import keys
 from workers.redis.stats import BUCKETS, Stats, minute
 
-SUBMITS = 'vidqueue_requests_per_minute{provider="zhipu",key="SIM_ZHIPU_KEY",kind="submit"}'
+# prometheus_client writes labels in name order
+SUBMITS = 'vidqueue_requests_per_minute{key="SIM_ZHIPU_KEY",kind="submit",provider="zhipu"}'
 
 
 def _run_jobs(live: LiveStack, n: int) -> None:
@@ -47,8 +48,8 @@ def test_metrics_expose_jobs_slots_rates_and_histograms(idle_stack: LiveStack) -
     text = _metrics_once_flushed(live, 3)
     assert 'vidqueue_jobs{state="succeeded"}' in text
     assert 'vidqueue_waiting{provider="zhipu"} 0' in text
-    assert 'vidqueue_key_cap{provider="zhipu",key="SIM_ZHIPU_KEY"} 3' in text
-    assert 'vidqueue_key_in_flight{provider="zhipu",key="SIM_ZHIPU_KEY"}' in text
+    assert 'vidqueue_key_cap{key="SIM_ZHIPU_KEY",provider="zhipu"} 3.0' in text
+    assert 'vidqueue_key_in_flight{key="SIM_ZHIPU_KEY",provider="zhipu"}' in text
     assert _figure(text, SUBMITS) >= 3
     for metric in ("time_to_submit", "generation", "mirror"):
         count = _figure(text, f"vidqueue_{metric}_seconds_count")

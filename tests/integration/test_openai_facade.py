@@ -22,6 +22,7 @@ from tests.support.api import in_process_api
 from tests.support.live import API_TOKEN, LiveStack
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+OPENAI_ERROR = {"message", "type", "param", "code"}
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -114,14 +115,14 @@ def test_a_json_create_takes_an_image_url_reference(live: LiveStack) -> None:
     ("kwargs", "param", "code"),
     [
         ({"model": "sora-9"}, "model", "model_not_found"),
-        ({"model": "cogvideox-3", "seconds": "4"}, "seconds", "invalid_spec"),
-        ({"model": "cogvideox-3", "size": "720x720"}, "size", "invalid_spec"),
-        ({"model": "cogvideox-flash", "size": "1280x720"}, "size", "invalid_spec"),
-        ({"model": "cogvideox-3", "seconds": "five"}, "seconds", "invalid_request"),
+        ({"model": "cogvideox-3", "seconds": "4"}, "seconds", "invalid_value"),
+        ({"model": "cogvideox-3", "size": "720x720"}, "size", "invalid_value"),
+        ({"model": "cogvideox-flash", "size": "1280x720"}, "size", "invalid_value"),
+        ({"model": "cogvideox-3", "seconds": "five"}, "seconds", "invalid_value"),
         (
             {"model": "cogvideox-3", "input_reference": ("x.gif", b"GIF89a", "image/gif")},
             "input_reference",
-            "invalid_spec",
+            "invalid_value",
         ),
         (
             {"model": "cogvideox-3", "extra_body": {"remix_of": "v"}},
@@ -142,8 +143,12 @@ def test_bad_parameters_are_openai_style_400s_naming_the_parameter(
 
 def test_auth_and_unknown_ids_answer_like_openai(live: LiveStack, sdk: OpenAI) -> None:
     stranger = OpenAI(base_url=f"{live.api_url}/v1", api_key="wrong", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(openai.AuthenticationError) as refused:
         stranger.videos.list()
+    assert (refused.value.code, refused.value.type) == ("invalid_api_key", "invalid_request_error")
+    assert isinstance(refused.value.body, dict) and set(refused.value.body) == OPENAI_ERROR
+    bare = httpx.post(f"{live.api_url}/v1/videos", json={"prompt": "p"}, timeout=10)
+    assert bare.status_code == 401 and bare.json()["error"]["code"] == "invalid_api_key"
     with pytest.raises(openai.NotFoundError) as caught:
         sdk.videos.retrieve("no-such-video")
     assert caught.value.type == "invalid_request_error"

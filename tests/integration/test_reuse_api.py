@@ -76,7 +76,7 @@ def test_a_second_identical_spec_asking_for_reuse_succeeds_without_the_provider(
     # And /metrics counts the reuse and what was mirrored
     metrics = httpx.get(f"{live.api_url}/metrics", timeout=10).text
     figures = {
-        name: int(value)
+        name: int(float(value))
         for name, _, value in (line.rpartition(" ") for line in metrics.splitlines())
         if name.endswith('{provider="zhipu"}')
     }

@@ -122,7 +122,8 @@ def test_the_openai_facade_converts_seconds_itself_before_building_the_spec(
     )
     catalogue = provider_config.load(str(providers))
     fields = {"prompt": "p", "model": "sora-2", "seconds": seconds, "size": "1280x720"}
-    spec = JobSpec.model_validate(openai_videos.spec_from(catalogue, fields, None))
+    body, _sources = openai_videos.spec_from(catalogue, fields, None)
+    spec = JobSpec.model_validate(body)
     assert spec.duration == 8
 
 

@@ -5,6 +5,12 @@ Why it matters: the archive (``workers.io.archive``) files a job under the day i
 so a reader finds it from the id alone, and a reader can tell that an id too young to have
 left Redis need not be looked for in S3. Ids of another shape (tests, old tools) are never
 archived: they stay in Redis until their record expires.
+
+Ids are made by the ``uuid-utils`` library; reading one back stays hand-written here, on
+purpose: the shape check is vidqueue's own (exactly the 32 lowercase hex digits it issues, a
+library parse would also take dashed, braced or upper-case forms and other versions), and the
+time is one slice, the first 48 bits (RFC 9562 §5.7). ``tests/unit/test_lib_uuid7.py`` checks
+that it reads what ``uuid_utils.UUID(...).timestamp`` reads.
 """
 
 from __future__ import annotations

@@ -1,7 +1,17 @@
 """Webhooks to producers, signed per the Standard Webhooks scheme, and an SSRF guard.
 
-Signature: ``webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>``.
-A secret written as ``whsec_<base64>`` is base64-decoded first, as the scheme specifies.
+Signing is the official ``standardwebhooks`` library's (``Webhook.sign``):
+``webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>``.
+
+The secret (``VIDQUEUE_WEBHOOK_SECRET``), and what a receiver passes to ``Webhook(...)``:
+
+* ``whsec_<base64>``, the standard's form: the key is the base64-decoded part, as the library
+  reads it. A receiver passes the same string.
+* anything else (a plain secret, as vidqueue has always accepted): the key is its UTF-8 bytes,
+  exactly as before, so existing receivers keep verifying. ``standard_secret`` gives its
+  standard form, ``"whsec_" + base64(secret)``, which a receiver passes to the library (or,
+  equivalently, ``Webhook(secret.encode())``: bytes are taken as the raw key). Passing the
+  plain string itself would not work: the library base64-decodes every string secret.
 
 SSRF guard: a callback URL's host is resolved once (``resolve``); every address it resolves
 to must be global (``kind``; ``allow_private`` lets private and loopback ones through, never
@@ -12,31 +22,35 @@ as the ``Host`` header and as the TLS server name, so a second DNS answer is nev
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import ipaddress
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
 import httpx
+from standardwebhooks import Webhook
 
 from workers.domain.errors import PermanentError
 
 TOLERANCE_S: Final = 300
+PREFIX: Final = "whsec_"
 
 
-def secret_bytes(secret: str) -> bytes:
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret.removeprefix("whsec_"))
-    return secret.encode()
+def standard_secret(secret: str) -> str:
+    """The secret in the standard's ``whsec_<base64>`` form, signing with the same key: as
+    given when it has the prefix, else ``whsec_`` + base64 of its UTF-8 bytes."""
+    if secret.startswith(PREFIX):
+        return secret
+    return PREFIX + base64.b64encode(secret.encode("utf-8")).decode("ascii")
 
 
 def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    mac = hmac.new(secret_bytes(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+    """``v1,<base64 HMAC>``, by the library. ``body`` is the event's JSON, always UTF-8."""
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
+    return Webhook(standard_secret(secret)).sign(msg_id, when, body.decode("utf-8"))
 
 
 def headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
@@ -51,7 +65,9 @@ def headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, 
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes, now: int) -> bool:
-    """What a receiver does: recompute the signature and compare in constant time."""
+    """A receiver's check at a given ``now`` (the library's ``Webhook.verify`` reads the clock
+    itself and raises): the timestamp within ``TOLERANCE_S``, then the library's signature
+    compared in constant time with each one offered."""
     msg_id, stamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
     if not stamp.isdigit() or abs(now - int(stamp)) > TOLERANCE_S:
         return False

@@ -2,7 +2,9 @@
 written to Redis in batches.
 
 Per API key and minute: submits, polls, downloads and 429s (hashes that expire after two
-hours). Per provider: the bytes and objects mirrored into S3 (counters that never expire).
+hours), and the same per API key since the start (``requests_key``: counters that never expire,
+for Prometheus' ``rate()``). Per provider: the bytes and objects mirrored into S3 (counters that
+never expire).
 Per metric: a Prometheus-style histogram. Per provider and model: the recent generation
 times, from which the first poll's timing is learned.
 
@@ -26,9 +28,11 @@ in ``rejected_key()`` once Redis takes writes again. ``Stats.rejected`` reads th
 its own buffer: the API's /metrics shows its own refusals during an outage, and the workers'
 once it is over.
 
-Why not prometheus_client: its multiprocess mode aggregates through files in one directory that
-every process shares, i.e. one host. Workers run in many containers on many hosts and the API
-process serves /metrics for all of them, so Redis stays the place where the figures meet.
+Why the figures are not kept in prometheus_client's own metric objects: its multiprocess mode
+aggregates through files in one directory that every process shares, i.e. one host. Workers run
+in many containers on many hosts and every API process serves /metrics for all of them, so Redis
+stays the place where the figures meet; the API renders them with prometheus_client at scrape
+time (``producer.metrics``, ``workers.observe``).
 """
 
 from __future__ import annotations
@@ -66,6 +70,12 @@ REJECT_REASONS: Final = ("oom", "readonly", "loading")
 def rejected_key() -> str:
     """The hash of refused writes by reason, summed over every process (no TTL: a counter)."""
     return keys.rejected_writes()
+
+
+def requests_key(provider: str, key_id: str) -> str:
+    """The hash of provider requests made with one key, by kind, since the start (no TTL: a
+    counter). Spelled here, beside the per-minute hashes it totals, on ``keys.PREFIX``."""
+    return f"{keys.PREFIX}:requests:{provider}:{key_id}"
 
 
 def note_rejected(exc: BaseException) -> str | None:
@@ -157,6 +167,7 @@ class Stats:
         with self._lock:
             self._buffer.ints[name][what] += n
             self._buffer.expire.add(name)
+            self._buffer.ints[requests_key(provider, key_id)][what] += n
             self._arm()
         if self.flush_interval_s <= 0:
             self.flush()
@@ -267,6 +278,13 @@ class Stats:
             what: int(current.get(what.encode(), 0)) + share * int(previous.get(what.encode(), 0))
             for what in COUNTERS
         }
+
+    def requests(self, provider: str, key_id: str) -> dict[str, int]:
+        """Each counter since the start (every process's figures once flushed, this one's at
+        once): Prometheus counters, where ``per_minute`` is a gauge."""
+        self._try_flush()
+        raw: dict[bytes, bytes] = self.redis.hgetall(requests_key(provider, key_id))  # type: ignore[assignment]
+        return {what: int(raw.get(what.encode(), 0)) for what in COUNTERS}
 
     def histogram(self, metric: str) -> dict[str, float]:
         """Cumulative buckets ``le:{bound}``, ``sum`` and ``count`` ({} before any figure)."""
