@@ -1,12 +1,13 @@
-"""``vidqueue dev up|down|status``: the whole local stack on 127.0.0.1.
+"""``vidqueue dev up|down|status|env``: the whole local stack on 127.0.0.1.
 
 ``up`` starts, in order, Redis, S3, the provider simulator, the workers, beat, the HTTP API
 and Flower, each waiting for the previous to be ready; services already running are left as
 they are. If one fails, those this command started are stopped again and the failing
 service's log tail is printed. ``status`` also asks the running API whether it is alive
 (``/healthz``) and ready (``/readyz``: Redis takes writes, S3 answers), since a running process
-is not a working one (a full Redis leaves every service "running"). Exit codes: 0 ok, 1 failure
-(``status``: not all running).
+is not a working one (a full Redis leaves every service "running"). ``env`` prints the S3
+credentials the stack uses as shell ``export`` lines (``eval "$(vidqueue dev env)"``). Exit
+codes: 0 ok, 1 failure (``status``: not all running).
 """
 
 from __future__ import annotations
@@ -14,19 +15,24 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
 
 from config.settings import get_settings
+from devstack.env import LOCAL_DEFAULTS
 from devstack.processes import ServiceError, ServiceStatus
 from devstack.stack import Stack
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "env":
+        print(env_exports())
+        return 0
     stack = Stack(get_settings())
     if args.command == "up":
         return up(stack, workers=args.workers)
@@ -35,6 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped every service recorded in {stack.run_dir}")
         return 0
     return status(stack, _expected(stack))
+
+
+def env_exports(environ: Mapping[str, str] | None = None) -> str:
+    """``export`` lines for the S3 credentials the stack's services get: the environment's,
+    else the local defaults (as ``devstack.env.stack_env`` chooses)."""
+    environ = os.environ if environ is None else environ
+    lines = []
+    for name, default in LOCAL_DEFAULTS.items():
+        if name.startswith("AWS_"):
+            lines.append(f"export {name}={shlex.quote(environ.get(name) or default)}")
+    return "\n".join(lines)
 
 
 def up(stack: Stack, workers: int = 1) -> int:
@@ -133,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     up_cmd.add_argument("--workers", type=int, default=1, help="number of workers (default 1)")
     sub.add_parser("down", help="stop every service of the local stack")
     sub.add_parser("status", help="show which services run, their pids, addresses and logs")
+    sub.add_parser("env", help="print the stack's S3 credentials as shell export lines")
     return parser
 
 

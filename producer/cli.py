@@ -4,7 +4,9 @@
 The job commands talk to Redis and S3 through the Python client, so they need the same
 ``VIDQUEUE_*`` settings as the workers (by default, the local stack). Jobs are created under the
 producer identity ``--producer`` (default ``cli``). ``--json`` prints JSON for scripts. Exit
-codes: 0 done, 1 a job failed (or timed out, or cannot be cancelled), 2 bad input or unknown id.
+codes: 0 done, 1 a job failed (or timed out, or cannot be cancelled), 2 bad input or unknown id,
+3 a service is unavailable (Redis, S3 or the API down or refusing writes; no S3 credentials).
+A failure is one line on stderr; ``--debug`` prints its traceback too.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from producer import cli_args, cli_batch, cli_jobs
-from producer.client import CancelRefused, Client, IdempotencyConflict
-from workers.domain.errors import InvalidSpec, JobNotFound, VidqueueError
+from producer import cli_args, cli_batch, cli_errors, cli_jobs
+from producer.client import Client
 
 Command = Callable[[Client, argparse.Namespace], int]
 
@@ -30,28 +31,9 @@ COMMANDS: Final[dict[str, Command]] = {
     "batch": cli_batch.run,
 }
 
-# The one mapping from an error to what the command says (after ``vidqueue: ``; ``{}`` is the
-# error's message) and the exit code it ends with. Anything else is a bug: it propagates, with
-# its traceback — a plain ``KeyError`` is never taken for an unknown job.
-EXITS: Final[dict[type[Exception], tuple[str, int]]] = {
-    InvalidSpec: ("invalid job: {}", 2),
-    JobNotFound: ("{}", 2),
-    CancelRefused: ("{}", 1),
-    IdempotencyConflict: ("{}", 1),
-    TimeoutError: ("{}", 1),
-    VidqueueError: ("{}", 1),
-    OSError: ("{}", 1),
-}
-
-
-def outcome(exc: Exception) -> tuple[str, int]:
-    """What the command prints for ``exc`` and the exit code: the row of the nearest class in
-    its MRO (``JobNotFound`` before ``VidqueueError``, ``TimeoutError`` before ``OSError``)."""
-    for kind in type(exc).__mro__:
-        if kind in EXITS:
-            template, code = EXITS[kind]
-            return "vidqueue: " + template.format(exc), code
-    raise exc
+# What a failure prints and its exit code: the one table is ``producer.cli_errors.EXITS``.
+EXITS = cli_errors.EXITS
+outcome = cli_errors.outcome
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,17 +41,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    debug, argv = cli_errors.take_debug(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in cli_args.DELEGATED:
-        return _delegate(argv[0], argv[1:])
+        command, rest = argv[0], argv[1:]
+        return cli_errors.guard(lambda: _delegate(command, rest), debug=debug)
     args = parser().parse_args(argv)
-    client = Client(producer=args.producer)
-    try:
-        return COMMANDS[args.command](client, args)
-    except tuple(EXITS) as exc:
-        message, code = outcome(exc)
-        print(message, file=sys.stderr)
-        return code
+    return cli_errors.guard(
+        lambda: COMMANDS[args.command](Client(producer=args.producer), args), debug=debug
+    )
 
 
 def _delegate(command: str, rest: list[str]) -> int:

@@ -19,7 +19,7 @@ URL_PREFIXES: Final = ("http://", "https://", "data:", "upload:")
 # Subcommands with their own parsers: everything after the name is theirs.
 DELEGATED: Final = {
     "sim": "run the provider simulator",
-    "dev": "the local stack: up | down | status",
+    "dev": "the local stack: up | down | status | env",
     "demo": "run the demo against the local stack",
     "top": "the queue per provider and key, live",
 }
@@ -81,6 +81,9 @@ def _image(value: str, client: Client | None, producer: str) -> str:
 def build(description: str | None) -> argparse.ArgumentParser:
     """The whole command line: the job commands, and the delegated ones (``DELEGATED``)."""
     top = argparse.ArgumentParser(prog="vidqueue", description=description)
+    top.add_argument(
+        "--debug", action="store_true", help="on failure, print the traceback too (any command)"
+    )
     sub = top.add_subparsers(dest="command", required=True)
     shared = [_common()]
     _add_spec_flags(sub.add_parser("submit", help="enqueue a job", parents=shared))
