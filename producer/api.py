@@ -25,9 +25,12 @@ from producer import (
     api_errors,
     api_jobs,
     api_uploads,
+    docs_assets,
     health,
     metrics,
     openai_facade,
+    openai_videos,
+    openapi,
     tokens,
 )
 from producer.web import client, producer_identity
@@ -55,6 +58,8 @@ app = FastAPI(
     version="0.1.0",
     description="A job queue for AI video generation. Enqueue jobs, read their records.",
     lifespan=lifespan,
+    docs_url=None,  # served from the package's own assets (``docs_assets``), never a CDN
+    redoc_url=None,
 )
 app.include_router(openai_facade.router)
 app.include_router(metrics.router)
@@ -62,6 +67,8 @@ app.include_router(api_jobs.router)
 app.include_router(api_uploads.router)
 app.include_router(api_callbacks.router)
 api_errors.install(app)
+docs_assets.install(app)
+openapi.document(app, [openai_videos.VideoCreate, openai_videos.VideoCreateForm])
 
 
 @app.get("/healthz")
@@ -71,7 +78,10 @@ def healthz() -> dict[str, Any]:
     return {"ok": True}
 
 
-@app.get("/readyz")
+@app.get(
+    "/readyz",
+    responses={503: {"description": "Not ready: the body names what failed (Redis or S3)"}},
+)
 def readyz() -> JSONResponse:
     """Readiness: Redis takes a write and S3 answers within 1 s; else 503 naming what failed."""
     found = health.readiness(client().deps.redis, client().settings)

@@ -21,6 +21,7 @@ from typing import Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from producer.web import client
@@ -56,9 +57,24 @@ class TokenBucket:
 bucket = TokenBucket(RATE_PER_S, BURST)
 
 
+class CallbackAnswer(BaseModel):
+    """What the route answers (``_answer``): documentation only."""
+
+    received: bool
+    outcome: str
+
+
+_ANSWERS: Final[dict[int | str, dict[str, object]]] = {
+    200: {"model": CallbackAnswer, "description": "Received (outcome: what it changed)"},
+    404: {"model": CallbackAnswer, "description": "Unknown provider or a forged token"},
+    429: {"model": CallbackAnswer, "description": "Too many callbacks; Retry-After: 1"},
+}
+
+
 @router.post(
     callbacks.ROUTE + "/{provider}/{job_id}/{token}",
     summary="A provider's status callback (no bearer token: the URL's token authenticates it)",
+    responses=_ANSWERS,
 )
 async def provider_callback(
     provider: str, job_id: str, token: str, request: Request

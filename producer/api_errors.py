@@ -24,6 +24,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producer import openai_videos, web
@@ -60,6 +61,36 @@ class Answer:
 
 
 Rule = Callable[[Any], Answer]
+
+
+class ErrorDetail(BaseModel):
+    """An error as ``render`` sends it off the facade (documentation only: ``producer.openapi``)."""
+
+    code: str = Field(examples=["not_found"])
+    message: str = Field(examples=["no such job"])
+    field: str | None = Field(None, description="the input it names; absent when none")
+
+
+class ErrorBody(BaseModel):
+    """vidqueue's error body: ``{"error": {"code", "message", "field"}}``."""
+
+    error: ErrorDetail
+
+
+class OpenAIErrorDetail(BaseModel):
+    """An error as ``render`` sends it on the facade (``_openai``): OpenAI's shape."""
+
+    message: str = Field(examples=["No video found with id 'job_123'"])
+    type: str = Field(examples=["invalid_request_error"])
+    param: str | None = Field(examples=["video_id"])
+    code: str = Field(examples=["not_found"])
+
+
+class OpenAIErrorBody(BaseModel):
+    """OpenAI's error body (``/v1/videos``): ``{"error": {"message", "type", "param", "code"}}``."""
+
+    error: OpenAIErrorDetail
+
 
 _HTTP_CODES: Final = {404: "not_found", 405: "method_not_allowed"}
 _STORAGE_DOWN: Final = Answer(503, "unavailable", "storage is unavailable; try again")

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from producer import web
 from producer.dispatches import Dispatches
+from producer.openapi import errors
 from producer.tokens import Caller
 from producer.web import Producer, RouteError, caller, client
 from workers.domain.jobs import JobRecord, JobSpec, State
@@ -33,6 +34,11 @@ _JOBS: Final = {"type": "array", "maxItems": 1000, "items": {"type": "object"}}
 _BATCH: Final = {"type": "object", "required": ["jobs"], "properties": {"jobs": _JOBS}}
 _BATCH_BODY: Final = web.openapi_body({"application/json": {"schema": _BATCH}}, *_CREATE_HEADERS)
 _TWO_KEYS: Final = "the Idempotency-Key header and the spec's idempotency_key differ"
+_CREATE_ERRORS: Final = errors(400, 401, 403, 409, 413, 422, 503)
+_ONE_JOB_ERRORS: Final = errors(401, 404, 503)
+_REDIRECT: Final[dict[int | str, dict[str, Any]]] = {
+    302: {"description": "Found: Location is a fresh presigned URL"}
+}
 
 
 class JobList(BaseModel):
@@ -52,7 +58,13 @@ def _caller(request: Request) -> tuple[Caller, str | None]:
     return caller(headers.get("authorization")), headers.get("idempotency-key")
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobRecord, openapi_extra=_SPEC_BODY)
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    response_model=JobRecord,
+    openapi_extra=_SPEC_BODY,
+    responses=_CREATE_ERRORS,
+)
 async def create_job(request: Request) -> Response:
     """Enqueue one job. The ``Idempotency-Key`` header makes a retried POST return the same
     job; the same key with a different spec is a 409. Its fair-share key is the token's
@@ -75,7 +87,13 @@ async def create_job(request: Request) -> Response:
     return _accepted(accepted.json()[0], accepted.providers)
 
 
-@router.post("/v1/jobs/batch", status_code=202, response_model=JobList, openapi_extra=_BATCH_BODY)
+@router.post(
+    "/v1/jobs/batch",
+    status_code=202,
+    response_model=JobList,
+    openapi_extra=_BATCH_BODY,
+    responses=_CREATE_ERRORS,
+)
 async def create_jobs(request: Request) -> Response:
     """Enqueue up to 1,000 jobs, all or none: every spec is validated first (a bad one is a
     422 naming ``jobs.{index}.{field}``), then all are created by one Redis script call. With
@@ -112,7 +130,7 @@ def _accepted(text: str, providers: list[str]) -> Response:
 _dispatches: Final = Dispatches(lambda providers: client().dispatch(providers))
 
 
-@router.get("/v1/jobs", response_model=listing.JobPage)
+@router.get("/v1/jobs", response_model=listing.JobPage, responses=errors(400, 401, 422, 503))
 def list_jobs(
     producer: Producer,
     state: State | None = None,
@@ -145,12 +163,12 @@ def list_jobs(
     )
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobRecord)
+@router.get("/v1/jobs/{job_id}", response_model=JobRecord, responses=_ONE_JOB_ERRORS)
 def get_job(job_id: str, producer: Producer) -> JobRecord:
     return client().read(job_id, producer=producer)
 
 
-@router.delete("/v1/jobs/{job_id}", response_model=JobRecord)
+@router.delete("/v1/jobs/{job_id}", response_model=JobRecord, responses=errors(401, 404, 409, 503))
 def cancel_job(job_id: str, producer: Producer) -> JobRecord:
     """Cancel: a queued job at once; a running one at the provider where it can be (elsewhere it
     keeps its slot until the provider finishes). 409 ``cannot_cancel`` once mirroring/finished,
@@ -158,19 +176,29 @@ def cancel_job(job_id: str, producer: Producer) -> JobRecord:
     return client().cancel(job_id, producer=producer)
 
 
-@router.get("/v1/jobs/{job_id}/events", response_model=Timeline)
+@router.get("/v1/jobs/{job_id}/events", response_model=Timeline, responses=_ONE_JOB_ERRORS)
 def job_events(job_id: str, producer: Producer) -> Timeline:
     """The job's timeline: each transition and attempt, with its UTC timestamp."""
     return Timeline(id=job_id, events=client().events(job_id, producer=producer))
 
 
-@router.get("/v1/jobs/{job_id}/video", status_code=302, response_class=RedirectResponse)
+@router.get(
+    "/v1/jobs/{job_id}/video",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={**_REDIRECT, **errors(401, 404, 409, 503)},
+)
 def job_video(job_id: str, producer: Producer) -> RedirectResponse:
     """302 to a fresh presigned URL of the mirrored video."""
     return _redirect(job_id, producer, "video")
 
 
-@router.get("/v1/jobs/{job_id}/cover", status_code=302, response_class=RedirectResponse)
+@router.get(
+    "/v1/jobs/{job_id}/cover",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={**_REDIRECT, **errors(401, 404, 409, 503)},
+)
 def job_cover(job_id: str, producer: Producer) -> RedirectResponse:
     """302 to a fresh presigned URL of the mirrored cover image."""
     return _redirect(job_id, producer, "cover")

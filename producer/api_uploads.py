@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from producer import web
+from producer.openapi import errors
 from producer.web import Producer, RouteError, client
 from workers.io.uploads import MAX_UPLOAD_BYTES
 
@@ -40,7 +41,11 @@ class UploadOut(BaseModel):
 
 
 @router.post(
-    web.UPLOADS_PATH, status_code=201, response_model=UploadOut, openapi_extra=_UPLOAD_BODY
+    web.UPLOADS_PATH,
+    status_code=201,
+    response_model=UploadOut,
+    openapi_extra=_UPLOAD_BODY,
+    responses=errors(401, 413, 422, 503),
 )
 async def upload(request: Request, producer: Producer) -> UploadOut:
     """Store an image (PNG or JPEG by content, ≤ 5 MB), as the raw body or a multipart ``file``

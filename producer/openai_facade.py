@@ -29,7 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from producer import openai_videos, web
-from producer.openai_videos import STATUS, video
+from producer.openai_videos import STATUS, Video, VideoDeleted, VideoList, video
+from producer.openapi import errors, json_or_form
 from producer.web import Producer, RouteError, Who, client
 from workers.domain.errors import InvalidSpec, UploadTooLarge
 from workers.domain.jobs import TERMINAL, JobRecord, State
@@ -41,6 +42,21 @@ router = APIRouter(prefix=web.OPENAI_PREFIX, tags=["OpenAI-compatible videos"])
 # What the SDK's poller waits between retrieves (header ``openai-poll-after-ms``).
 POLL_AFTER_MS: Final = 1000
 CHUNK: Final = 1024 * 1024
+_POLL_HEADER: Final = {
+    "openai-poll-after-ms": {
+        "description": "while unfinished: how long to wait before retrieving again",
+        "schema": {"type": "integer"},
+    }
+}
+_VIDEO: Final = {"model": Video, "description": "The Video object", "headers": _POLL_HEADER}
+_CONTENT: Final = {
+    "description": "The mirrored file's bytes",
+    "content": {
+        "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
 _METADATA_KEY: Final = re.compile(r"metadata\[([^\[\]]{1,64})\]")
 
 
@@ -52,7 +68,12 @@ def _respond(record: JobRecord) -> JSONResponse:
 # -- create --------------------------------------------------------------------------------
 
 
-@router.post("", summary="Create a video (OpenAI-compatible)")
+@router.post(
+    "",
+    summary="Create a video (OpenAI-compatible)",
+    responses={200: _VIDEO, **errors(400, 401, 409, 413, 503, openai=True)},
+    openapi_extra=json_or_form("VideoCreate", "VideoCreateForm"),
+)
 async def create_video(
     request: Request,
     who: Who,
@@ -125,12 +146,21 @@ def _upload(data: bytes, producer: str) -> str:
 # -- read, list, delete --------------------------------------------------------------------
 
 
-@router.get("/{video_id}", summary="Retrieve a video (OpenAI-compatible)")
+@router.get(
+    "/{video_id}",
+    summary="Retrieve a video (OpenAI-compatible)",
+    responses={200: _VIDEO, **errors(401, 404, 503, openai=True)},
+)
 def retrieve_video(video_id: str, producer: Producer) -> JSONResponse:
     return _respond(client().read(video_id, producer=producer))
 
 
-@router.get("/{video_id}/content", summary="Download a video's content (OpenAI-compatible)")
+@router.get(
+    "/{video_id}/content",
+    summary="Download a video's content (OpenAI-compatible)",
+    response_class=StreamingResponse,
+    responses={200: _CONTENT, **errors(400, 401, 404, 503, openai=True)},
+)
 def video_content(
     video_id: str,
     producer: Producer,
@@ -170,7 +200,11 @@ def _stored_object(item: dict[str, Any]) -> Any:
             raise
 
 
-@router.get("", summary="List videos (OpenAI-compatible)")
+@router.get(
+    "",
+    summary="List videos (OpenAI-compatible)",
+    responses={200: {"model": VideoList}, **errors(400, 401, 503, openai=True)},
+)
 def list_videos(
     producer: Producer,
     after: Annotated[str | None, Query(max_length=128)] = None,
@@ -188,7 +222,11 @@ def list_videos(
     }
 
 
-@router.delete("/{video_id}", summary="Delete (or cancel) a video (OpenAI-compatible)")
+@router.delete(
+    "/{video_id}",
+    summary="Delete (or cancel) a video (OpenAI-compatible)",
+    responses={200: {"model": VideoDeleted}, **errors(401, 404, 409, 503, openai=True)},
+)
 def delete_video(video_id: str, producer: Producer) -> dict[str, Any]:
     record = client().read(video_id, producer=producer)
     if record.state in TERMINAL:

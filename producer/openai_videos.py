@@ -21,7 +21,9 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from config.providers import Catalogue
 from producer.progress import fraction
@@ -85,6 +87,87 @@ _IMAGE_MAGIC: Final = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
 )
+
+
+# -- the wire shapes, for the OpenAPI document only (``video`` and the routes build the dicts) --
+
+
+class ImageReference(BaseModel):
+    """A JSON ``input_reference``: the image's URL (http(s) or a ``data:`` URI)."""
+
+    model_config = ConfigDict(extra="forbid")
+    image_url: str
+
+
+class VideoCreate(BaseModel):
+    """``POST /v1/videos`` as JSON. Unknown parameters are a 400 naming them."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1)
+    model: str | None = Field(None, description="picks the provider; default: the first listed")
+    seconds: str | None = Field(None, examples=["8"], description="digits; the job's duration")
+    size: str | None = Field(None, examples=["1280x720"])
+    input_reference: ImageReference | None = None
+    user: str | None = Field(None, description="kept as the job's label 'user'")
+    metadata: dict[str, Any] | None = Field(
+        None, description=f"at most {MAX_METADATA} pairs, kept as the job's labels"
+    )
+    duration: int | str | None = Field(None, description="new-api's name for seconds")
+    image: str | None = Field(
+        None, description="new-api's image: a URL, a data: URI or bare base64 (PNG/JPEG)"
+    )
+
+
+class VideoCreateForm(BaseModel):
+    """``POST /v1/videos`` as ``multipart/form-data`` (what the OpenAI SDK sends). An object's
+    pairs may also come as ``metadata[key]`` fields."""
+
+    prompt: str
+    model: str | None = None
+    seconds: str | None = None
+    size: str | None = None
+    input_reference: bytes = Field(b"", description="a PNG or JPEG file, ≤ 5 MB")
+    user: str | None = None
+    metadata: str | None = Field(None, description="a JSON object's text")
+    duration: str | None = None
+    image: str | None = None
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class Video(BaseModel):
+    """OpenAI's Video object (``video``)."""
+
+    id: str
+    object: Literal["video"]
+    model: str
+    status: Literal["queued", "in_progress", "completed", "failed"]
+    progress: int = Field(ge=0, le=100)
+    created_at: int
+    completed_at: int | None
+    expires_at: int | None
+    prompt: str | None
+    seconds: str
+    size: str
+    remixed_from_video_id: None
+    error: VideoError | None
+
+
+class VideoList(BaseModel):
+    object: Literal["list"]
+    data: list[Video]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"]
+    deleted: bool = Field(description="true: deleted (finished); false: cancelled (unfinished)")
 
 
 def param(field: str, names: Mapping[str, str] | None = None) -> str:
