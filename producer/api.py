@@ -71,7 +71,7 @@ docs_assets.install(app)
 openapi.document(app, [openai_videos.VideoCreate, openai_videos.VideoCreateForm])
 
 
-@app.get("/healthz")
+@app.get("/healthz", tags=["operations"])
 def healthz() -> dict[str, Any]:
     """Liveness: this process answers. Nothing else is asked, so a Redis or S3 outage never
     gets a healthy API restarted (``/readyz`` says whether it can work: ``producer.health``)."""
@@ -80,6 +80,7 @@ def healthz() -> dict[str, Any]:
 
 @app.get(
     "/readyz",
+    tags=["operations"],
     responses={503: {"description": "Not ready: the body names what failed (Redis or S3)"}},
 )
 def readyz() -> JSONResponse:

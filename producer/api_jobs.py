@@ -25,7 +25,7 @@ from producer.web import Producer, RouteError, caller, client
 from workers.domain.jobs import JobRecord, JobSpec, State
 from workers.redis import listing
 
-router = APIRouter()
+router = APIRouter(tags=["jobs"])
 
 _CREATE_HEADERS: Final = ("authorization", "idempotency-key")
 _SPEC: Final = {"application/json": {"schema": JobSpec.model_json_schema()}}

@@ -19,7 +19,7 @@ from producer.openapi import errors
 from producer.web import Producer, RouteError, client
 from workers.io.uploads import MAX_UPLOAD_BYTES
 
-router = APIRouter()
+router = APIRouter(tags=["uploads"])
 
 _BINARY: Final = {"type": "string", "format": "binary"}
 _FILE: Final = {"type": "object", "properties": {"file": _BINARY}}

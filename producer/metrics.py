@@ -27,7 +27,7 @@ from workers.deps import Deps
 from workers.observe import families, render, snapshot
 from workers.redis.reuse import ReuseIndex
 
-router = APIRouter()
+router = APIRouter(tags=["operations"])
 
 
 class RedisCollector(Collector):
