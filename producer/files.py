@@ -136,7 +136,7 @@ class RequestS3:
 
     def presigned(self, record: JobRecord) -> JobRecord:
         """Local computation, no request to S3: never gated, so reads stay fast."""
-        return presigned(self.storage, record)
+        return self.storage.presigned(record)
 
 
 def _busy() -> RetryableError:
@@ -145,17 +145,6 @@ def _busy() -> RetryableError:
 
 def _too_slow() -> RetryableError:
     return RetryableError("storage: S3 did not answer in time", code=STORAGE_UNAVAILABLE)
-
-
-def presigned(storage: Storage, record: JobRecord) -> JobRecord:
-    """The record with a freshly presigned ``url`` on each of its mirrored files."""
-    if not record.result:
-        return record
-    result = {
-        name: {**item, "url": storage.presign(item["key"], item["bucket"])}
-        for name, item in record.result.items()
-    }
-    return record.model_copy(update={"result": result})
 
 
 def delete(storage: Storage, items: Iterable[Mapping[str, Any]]) -> None:

@@ -30,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config.settings import Settings
 from workers.domain.errors import STORAGE_UNAVAILABLE, PermanentError, RetryableError
+from workers.domain.jobs import JobRecord
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -287,6 +288,19 @@ class Storage:
             Params={"Bucket": bucket or self.bucket, "Key": key},
             ExpiresIn=self.presign_ttl_s,
         )
+
+    def presigned(self, record: JobRecord) -> JobRecord:
+        """The record with a freshly presigned ``url`` on each of its mirrored files (a local
+        computation, no request to S3): what every read and every webhook shows."""
+        if not record.result:
+            return record
+        result = {
+            name: {**item, "url": self.presign(item["key"], item.get("bucket"))}
+            if isinstance(item, dict) and item.get("key")
+            else item
+            for name, item in record.result.items()
+        }
+        return record.model_copy(update={"result": result})
 
     def head(self, key: str) -> dict[str, Any]:
         with storage_errors("head object"):

@@ -20,7 +20,7 @@ from workers.deps import Deps
 from workers.domain import retry
 from workers.domain.change import Change
 from workers.domain.errors import PermanentError, RetryableError, VidqueueError
-from workers.domain.jobs import TERMINAL, JobRecord, now_iso
+from workers.domain.jobs import TERMINAL, now_iso
 from workers.domain.messages import Step
 from workers.domain.row import JobRow, Notify
 from workers.io import webhooks
@@ -40,7 +40,7 @@ def notify(job_id: str, d: Deps) -> list[Step]:
         {
             "type": f"job.{row.state}",
             "timestamp": now_iso(),
-            "data": _presigned(row.record(), d).model_dump(mode="json"),
+            "data": d.storage.presigned(row.record()).model_dump(mode="json"),
         }
     ).encode()
     try:
@@ -56,20 +56,6 @@ def notify(job_id: str, d: Deps) -> list[Step]:
         event="webhook delivered",
     )
     return []
-
-
-def _presigned(record: JobRecord, d: Deps) -> JobRecord:
-    """The record with a freshly presigned ``url`` on each mirrored file (a local computation,
-    no request to S3)."""
-    if not record.result:
-        return record
-    result = {
-        name: {**item, "url": d.storage.presign(item["key"], item.get("bucket"))}
-        if isinstance(item, dict) and item.get("key")
-        else item
-        for name, item in record.result.items()
-    }
-    return record.model_copy(update={"result": result})
 
 
 def _post(row: JobRow, body: bytes, d: Deps) -> None:
