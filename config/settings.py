@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # Celery task events (what Flower shows). On by default; off saves about 2 Redis PUBLISHes
     # and some CPU per task (`make bench` lean measures it).
     task_events: bool = True
+    # Live job events (workers.redis.changes): each producer's change stream keeps about this
+    # many entries (a job's creation and each of its state changes, ~100 bytes each); a client
+    # that resumes (Last-Event-ID) from further back gets the job's current state instead.
+    events_maxlen: int = Field(default=10_000, ge=100, le=10_000_000)
 
     # The local stack (`vidqueue dev up`): where its state lives and the ports it binds.
     run_dir: str = ".run"

@@ -9,6 +9,8 @@ sync client's methods and raises its errors::
     async with AsyncClient("http://vidqueue:8000", token="...") as vq:
         job = await vq.enqueue({"provider": "zhipu", "model": "cogvideox-flash", "prompt": "a cat"})
         done = await vq.wait(job.id, timeout_s=600)
+        async for event in vq.stream(job.id):  # live, until the job ends
+            print(event["state"])
 
 Errors: ``InvalidSpec`` (400/413/422, naming the field), ``IdempotencyConflict`` (409),
 ``CancelRefused`` (409), ``JobNotFound`` (404; a ``KeyError``, as documented), ``ApiError`` for
@@ -19,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
+import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse
 from pydantic import BaseModel
 
 from workers.domain.errors import (
@@ -43,6 +48,10 @@ __all__ = ["ApiError", "AsyncClient", "JobPage", "JobRecord", "Uploaded"]
 
 # Jobs polled at once by ``wait_many`` (each poll is one GET).
 WAIT_CONCURRENCY: Final = 16
+# ``stream``: a connection that has sent nothing (not even the server's 10 s ping) this long is
+# taken for dead and made again; reconnects wait from the first delay, doubling up to the last.
+STREAM_READ_TIMEOUT_S: Final = 45.0
+RECONNECT_DELAYS_S: Final = (0.5, 30.0)
 
 
 class ApiError(VidqueueError):
@@ -166,6 +175,49 @@ class AsyncClient:
         answer = await self._http.get(f"/v1/jobs/{job_id}/events")
         events: builtins.list[dict[str, Any]] = _ok(answer, job_id)["events"]
         return events
+
+    async def stream(
+        self, job_id: str | None = None, *, last_event_id: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Live state changes as they happen (Server-Sent Events, read with ``httpx-sse``):
+        one job's (``GET /v1/jobs/{id}/events?stream=true``: its current state first, and the
+        iterator ends after a terminal state), or every job of this token's
+        (``GET /v1/events/stream``: it never ends). Each item is the event's data —
+        ``{"id", "state", "at", "provider", "model"}`` — plus ``"event_id"``. A dropped
+        connection is made again with ``Last-Event-ID``, so nothing is missed or repeated;
+        pass ``last_event_id`` to resume after an event seen earlier. ``JobNotFound`` for an
+        unknown job, ``ApiError`` for other refusals (401, 400 ...)::
+
+            async for event in vq.stream(job.id):
+                print(event["state"])
+        """
+        path = f"/v1/jobs/{job_id}/events" if job_id else "/v1/events/stream"
+        params = {"stream": "true"} if job_id else {}
+        timeout = httpx.Timeout(30.0, connect=5.0, read=STREAM_READ_TIMEOUT_S)
+        delay = RECONNECT_DELAYS_S[0]
+        while True:
+            headers = {"last-event-id": last_event_id} if last_event_id else {}
+            try:
+                async with aconnect_sse(
+                    self._http, "GET", path, params=params, headers=headers, timeout=timeout
+                ) as source:
+                    if not source.response.is_success:
+                        await source.response.aread()
+                        _ok(source.response, job_id)
+                    async with contextlib.aclosing(source.aiter_sse()) as events:
+                        async for sse in events:
+                            delay = RECONNECT_DELAYS_S[0]
+                            if sse.event != "state" or not sse.data:
+                                continue
+                            item: dict[str, Any] = {**json.loads(sse.data), "event_id": sse.id}
+                            last_event_id = sse.id or last_event_id
+                            yield item
+                            if job_id and item.get("state") in TERMINAL:
+                                return
+            except (httpx.TransportError, SSEError):
+                pass  # dropped, refused or cut short: made again below
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_DELAYS_S[1])
 
     async def wait(
         self, job_id: str, *, timeout_s: float = 3600.0, interval_s: float = 1.0

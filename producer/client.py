@@ -111,7 +111,10 @@ class Client:
 
     @cached_property
     def _creator(self) -> enqueue.Creator:
-        return enqueue.Creator(self.deps.redis, self.deps.store.replication)
+        store = self.deps.store
+        return enqueue.Creator(
+            self.deps.redis, store.replication, changes_maxlen=store.changes_maxlen
+        )
 
     @cached_property
     def celery(self) -> Any:

@@ -104,7 +104,12 @@ def build(settings: Settings, catalogue: Catalogue | None = None) -> Deps:
         settings=settings,
         catalogue=catalogue or provider_config.load(settings.providers_file),
         redis=client,
-        store=Store(client, grace_s=settings.sweep_grace_s, replication=replication),
+        store=Store(
+            client,
+            grace_s=settings.sweep_grace_s,
+            replication=replication,
+            changes_maxlen=settings.events_maxlen,
+        ),
         gate=Gate(client),
     )
 

@@ -108,10 +108,18 @@ class Created:
 class Creator:
     """Runs CREATE for a batch of jobs (or one)."""
 
-    def __init__(self, client: redis.Redis, replication: Replication | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        replication: Replication | None = None,
+        *,
+        changes_maxlen: int = keys.CHANGES_MAXLEN,
+    ) -> None:
         self.redis = client
         # A job the API acknowledges must survive a failover (workers.redis.replicas).
         self.replication = replication or Replication()
+        # The cap of the producer's change stream each new job is added to.
+        self.changes_maxlen = changes_maxlen
         self._create = client.register_script(CREATE)
 
     def create(
@@ -134,7 +142,7 @@ class Creator:
         argv += [keys.IDEMPOTENCY_TTL_S, keys.job_prefix()]
         argv.append(json.dumps(batch.rows, ensure_ascii=False, separators=(",", ":")))
         argv.append(packed_event(moment, State.SUCCEEDED, "reused the result of "))
-        argv.append(created_at)
+        argv += [created_at, self.changes_maxlen]
         script_keys = batch.script_keys()
         if pipe is not None:
             self._create(keys=script_keys, args=argv, client=pipe)

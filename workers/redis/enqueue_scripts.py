@@ -17,14 +17,15 @@ from typing import Any, Final
 
 from workers.domain.jobs import JobSpec, State
 from workers.domain.reuse import generation_digest
-from workers.redis import keys
+from workers.redis import keys, store_scripts
 from workers.redis.store_scripts import NOW
 
 # KEYS[1] = all-jobs zset, KEYS[2] = sequence, KEYS[3] = the producer's jobs zset,
 # KEYS[4] = the set of producer zsets, KEYS[5] = the queued state set, KEYS[6] = the succeeded
-# state set, KEYS[7] = the due zset, KEYS[8] = reused results counted by provider; then four
-# per job, in batch order: its hash, its idempotency key (the producer's:
-# another producer's same key is another Redis key; '' when none), the same key in the layout
+# state set, KEYS[7] = the due zset, KEYS[8] = reused results counted by provider, KEYS[9] =
+# the producer's change stream (each job created is added to it); then four per job, in
+# batch order: its hash, its idempotency key (the producer's: another producer's same key is
+# another Redis key; '' when none), the same key in the layout
 # before producers were in it (read only: it counts for a job of this producer; '' when
 # none), its generation's reuse key ('' when the spec does not ask for reuse); then two per
 # waiting queue, in the order of their numbers: the waiting zset, its provider's fair zset
@@ -38,7 +39,8 @@ from workers.redis.store_scripts import NOW
 # workers.domain.lean), its waiting queue's number (from 1), reuse window ms (0 = none),
 # '1' when it has a webhook to send], ARGV[7] = a reused job's timeline
 # entry, but for the original's id and the newline that ends it (workers.domain.lean),
-# ARGV[8] = created_at as the record shows it (a reused job's completed_at).
+# ARGV[8] = created_at as the record shows it (a reused job's completed_at), ARGV[9] = the
+# change stream's cap (MAXLEN ~; store_scripts.CHANGE_XADD: one XADD per job created).
 # A job asking for reuse whose generation succeeded (and was mirrored) within its window, by a
 # job still in Redis, is created succeeded at once, pointing at that job's files
 # ('shared_result', 'reused_from'; the original's 'reused' counts such jobs), and never waits
@@ -52,22 +54,24 @@ from workers.redis.store_scripts import NOW
 # for another request — then nothing was written.
 CREATE: Final = (
     NOW
+    + store_scripts.CHANGE_XADD
     + """
 local producer, created_at, record_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local idempotency_ttl, job_prefix = tonumber(ARGV[4]), ARGV[5]
 local jobs = cjson.decode(ARGV[6])
-local reused_event, created_iso = ARGV[7], ARGV[8]
+local reused_event, created_iso, changes_max = ARGV[7], ARGV[8], ARGV[9]
 local all_jobs, sequence, by_producer = KEYS[1], KEYS[2], KEYS[3]
 local producers, queued, succeeded, due_key, reused_counts = KEYS[4], KEYS[5], KEYS[6], KEYS[7],
   KEYS[8]
+local changes_key = KEYS[9]
 -- Job i's hash, idempotency key, its old-layout twin and its reuse key; queue q's waiting
 -- zset and fair zset.
 local function job_keys(i)
-  local k = 4 * i + 5
+  local k = 4 * i + 6
   return KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
 end
 local function queue_keys(q)
-  local k = 4 * #jobs + 2 * q + 7
+  local k = 4 * #jobs + 2 * q + 8
   return KEYS[k], KEYS[k + 1]
 end
 local out, taken, fresh = {1}, {}, {}
@@ -136,6 +140,7 @@ for i, job in ipairs(jobs) do
       -- The original counts the records that share its files (a purge may keep them for those).
       redis.call('HINCRBY', job_prefix .. origin, 'reused', 1)
       done[#done + 1] = id
+      changed(changes_key, changes_max, id, 'succeeded', provider, model)
       out[#out + 1] = 'r' .. (i - 1)
       out[#out + 1] = id
     else
@@ -151,6 +156,7 @@ for i, job in ipairs(jobs) do
       end
       queue[#queue + 1] = score
       queue[#queue + 1] = id
+      changed(changes_key, changes_max, id, 'queued', provider, model)
     end
     ids[#ids + 1] = now
     ids[#ids + 1] = id
@@ -193,6 +199,7 @@ class CreateArgs:
         self._fixed = [keys.all_jobs(), keys.sequence(), keys.by_producer(producer)]
         self._fixed += [keys.producers(), keys.by_state(State.QUEUED)]
         self._fixed += [keys.by_state(State.SUCCEEDED), keys.due(), keys.reused()]
+        self._fixed += [keys.changes(producer)]
         self._jobs: list[str] = []
         self._queues: dict[tuple[str, str], int] = {}
         self.rows: list[list[Any]] = []

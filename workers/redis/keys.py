@@ -25,8 +25,12 @@ Layout (all under ``vq:``):
 - ``vq:cool:{provider}:{key}`` string set while the key cools down after "concurrency too high"
 - ``vq:rate:{provider}:{key}`` hash  the key's request token bucket
 - ``vq:durations:{provider}:{model}`` list recent generation times (ms), newest first
-- ``vq:stats:{provider}:{key}:{minute}`` hash requests per minute (submit, poll, download, 429)
+- ``vq:stats:{provider}:{key}:{minute}`` hash requests per minute (submit, poll, download, 429,
+  error)
 - ``vq:hist:{metric}``       hash   histogram buckets, sum and count for /metrics
+- ``vq:hist:{metric}:by_model`` hash the same per provider and model (fields prefixed by both)
+- ``vq:series:{minute}``     hash   that minute's jobs finished and failed, provider 429s and
+  errors, detection lag and submit delay sums and counts (``GET /v1/queue``; two hours)
 - ``vq:due``                 zset   job id → when its step is to be published (a scheduled
   step) or checked (a sent or claimed one), ms: the due pollers' list (``workers.steps.due``)
 - ``vq:callbacks:{provider}`` hash  provider callbacks received, by outcome (for /metrics)
@@ -39,6 +43,8 @@ Layout (all under ``vq:``):
 - ``vq:reused``              hash   jobs that took a finished result, by provider (for /metrics)
 - ``vq:mirrored:{provider}`` hash   bytes and objects mirrored into S3 (for /metrics)
 - ``vq:hygiene``             string held between two storage-hygiene passes of the sweep
+- ``vq:changes:{producer}`` stream a producer's job changes (creation, each new state),
+  capped (``VIDQUEUE_EVENTS_MAXLEN``): the live events (``workers.redis.changes``)
 - ``vq:archive:lock``        string held by the archiver pass running (``workers.steps.archive``)
 - ``vq:archive:protected``   string the creation time (ms) up to which finished jobs past the
   hot window have had their TTL removed, so that only the archiver deletes them
@@ -235,3 +241,32 @@ def hygiene() -> str:
 
 def wait_score(priority: int, seq: int) -> int:
     return (9 - priority) * PRIORITY_STRIDE + seq
+
+
+def series(minute: int) -> str:
+    """One minute's figures for the dashboard's charts (``workers.redis.stats.Stats.series``): jobs
+    finished and failed, provider 429s and errors, sums and counts of detection lag and submit
+    delay, over every provider; expires after ``STATS_TTL_S``."""
+    return f"{PREFIX}:series:{minute}"
+
+
+def histogram_by_model(metric: str) -> str:
+    """One histogram per provider and model, in one hash: each field is the provider, the model
+    and the histogram's field joined by U+001F (``workers.redis.stats.labelled_field``), so one
+    HGETALL reads every pair (no TTL: counters)."""
+    return f"{PREFIX}:hist:{metric}:by_model"
+
+
+# The change stream's default cap (``VIDQUEUE_EVENTS_MAXLEN``; trimmed with ``MAXLEN ~``).
+CHANGES_MAXLEN: Final = 10_000
+
+
+def changes(producer: str) -> str:
+    """A producer's change stream: one entry (``id``, ``state``, ``at``, ``provider``,
+    ``model``) per job created or moved to another state, capped (``workers.redis.changes``)."""
+    return f"{PREFIX}:changes:{producer}"
+
+
+def changes_prefix() -> str:
+    """``changes(p) == changes_prefix() + p``: for scripts that read a job's producer."""
+    return changes("")

@@ -118,10 +118,18 @@ class Store:
     """Reads and writes job records. Every write of ``state`` goes through a CAS script."""
 
     def __init__(
-        self, client: redis.Redis, *, grace_s: float = 15.0, replication: Replication | None = None
+        self,
+        client: redis.Redis,
+        *,
+        grace_s: float = 15.0,
+        replication: Replication | None = None,
+        changes_maxlen: int = keys.CHANGES_MAXLEN,
     ) -> None:
         self.redis = client
         self.grace_ms = int(grace_s * 1000)
+        # The cap of each producer's change stream (``VIDQUEUE_EVENTS_MAXLEN``), which every
+        # creation and state change is added to (``workers.redis.changes``).
+        self.changes_maxlen = changes_maxlen
         # The replicas that confirm a ``durable`` write (workers.redis.replicas).
         self.replication = replication or Replication()
         self._transition = client.register_script(store_scripts.TRANSITION)
@@ -151,7 +159,9 @@ class Store:
         ``workers.redis.enqueue``, which creates batches.)
         """
         if self._creator is None:
-            self._creator = Creator(self.redis, self.replication)
+            self._creator = Creator(
+                self.redis, self.replication, changes_maxlen=self.changes_maxlen
+            )
         job = NewJob.of(job_id, spec, fingerprint)
         created = self._creator.create([job], producer=producer, pipe=pipe)
         if created is None:
@@ -233,7 +243,8 @@ class Store:
         argv: list[str | int] = [keys.state_prefix(), job_id, _states(allowed), str(to or "")]
         argv += [step, due, entry]
         argv += [keys.RECORD_TTL_S if terminal else "", incr, keys.EVENTS_MAX]
-        argv += [redundant_entry(str(to)) if to else "", *pairs]
+        argv += [redundant_entry(str(to)) if to else ""]
+        argv += [keys.changes_prefix(), self.changes_maxlen, *pairs]
         gone = [*spent, *(SPENT_WHEN_SUCCEEDED if to == State.SUCCEEDED else ())]
         argv += [item for name in gone for item in (name, "")]
         script_keys = [keys.job(job_id), keys.due(), keys.events(job_id)]

@@ -34,6 +34,18 @@ local function appended(timeline, entry, cap)
 end
 """
 
+# A job's change, as its producer's change stream keeps it (workers.redis.changes): the job
+# id, its new state, when (Redis TIME, epoch seconds with µs, as text), its provider and
+# model. The stream is capped at about ``cap`` entries (MAXLEN ~: whole nodes are trimmed,
+# which is cheap). Needs NOW (``t``).
+CHANGE_XADD: Final = """
+local function changed(stream, cap, id, state, provider, model)
+  local at = string.format('%d.%06d', tonumber(t[1]), tonumber(t[2]))
+  redis.call('XADD', stream, 'MAXLEN', '~', cap, '*', 'id', id, 'state', state, 'at', at,
+    'provider', provider, 'model', model)
+end
+"""
+
 # KEYS[1] = job hash, KEYS[2] = due zset, KEYS[3] = the events list of a job written before
 # the timeline field (expired with it), KEYS[4] = the new state's set (only with a new state).
 # ARGV[1] = state-set prefix (keys.state_prefix(): the state the job leaves is read here),
@@ -42,7 +54,11 @@ end
 # ARGV[7] = timeline entry ('' = none), ARGV[8] = TTL s when terminal, ARGV[9] = field to
 # increment ('' = none), ARGV[10] = events cap, ARGV[11] = the end of a timeline entry this move
 # makes redundant: the last entry is dropped when it ends so ('' = none; workers.domain.lean),
-# ARGV[12..] = field, value pairs (an empty value deletes the field).
+# ARGV[12] = change-stream prefix (keys.changes_prefix(): the job's producer is read here),
+# ARGV[13] = the change stream's cap (MAXLEN ~), ARGV[14..] = field, value pairs (an empty
+# value deletes the field).
+# A move to another state is added to the job's producer's change stream (CHANGE_XADD), in
+# the same call: one XADD per state change, none for a same-state update.
 # A step offset of 0 means the caller publishes the step's message right away: the job is
 # marked 'sent' (and due again for a check after the due offset). A later step is only
 # scheduled: the due zset holds it until a worker's due poller publishes it (workers.steps.due).
@@ -50,18 +66,22 @@ end
 TRANSITION: Final = (
     NOW
     + TIMELINE
+    + CHANGE_XADD
     + """
 local job_key, due_key, events_key, to_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local state_prefix, job_id, allowed, to = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local step, due, event, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local incr, events_max, redundant = ARGV[9], ARGV[10], ARGV[11]
-local state = redis.call('HGET', job_key, 'state')
+local changes_prefix, changes_max = ARGV[12], ARGV[13]
+-- One read for the state the CAS checks and what a change-stream entry names.
+local job = redis.call('HMGET', job_key, 'state', 'producer', 'provider', 'model')
+local state = job[1]
 if not state or not string.find(allowed, ',' .. state .. ',', 1, true) then
   return {0, state or ''}
 end
 -- Every field change goes out as one HSET and one HDEL.
 local sets, dels = {}, {}
-for i = 12, #ARGV, 2 do
+for i = 14, #ARGV, 2 do
   if ARGV[i + 1] == '' then dels[#dels + 1] = ARGV[i]
   else sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1] end
 end
@@ -101,6 +121,7 @@ end
 if moved then
   redis.call('SREM', state_prefix .. state, job_id)
   redis.call('SADD', to_key, job_id)
+  changed(changes_prefix .. (job[2] or ''), changes_max, job_id, to, job[3] or '', job[4] or '')
   if ttl ~= '' then
     redis.call('EXPIRE', job_key, tonumber(ttl))
     redis.call('EXPIRE', events_key, tonumber(ttl))
