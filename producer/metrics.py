@@ -1,6 +1,7 @@
 """``GET /metrics``: the queue in Prometheus text format (jobs by state, queue depths, slots
-per key, provider requests, histograms of time-to-submit, generation, mirror and detection lag,
-writes Redis refused, jobs that took a finished result, and what was mirrored into S3).
+per key, provider requests (with 429s and errors), histograms of time-to-submit, generation,
+mirror and detection lag (in total, and per provider and model), writes Redis refused, jobs
+that took a finished result, and what was mirrored into S3).
 Unauthenticated, like most scrape targets: expose the API port only where it belongs.
 
 Rendered by ``prometheus_client``: ``RedisCollector`` is a custom collector that reads every

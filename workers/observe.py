@@ -2,6 +2,12 @@
 the API's Prometheus `/metrics`. Request counts and histograms are written by the workers in
 batches (``workers.redis.stats``), so they trail the jobs by up to ``stats.FLUSH_INTERVAL_S``.
 
+Each histogram (seconds: time to submit, generation, mirror, detection lag) is served twice: the
+total under its old name without labels (``vidqueue_generation_seconds``), as before, and split
+by the job's ``provider`` and ``model`` under ``vidqueue_{metric}_by_model_seconds``. Two
+families rather than labels on the old one: a query or dashboard reading the total keeps one
+series, and no ``sum`` adds the total to its own parts.
+
 ``families`` turns a snapshot into ``prometheus_client`` metric families and ``prometheus``
 renders them with the library's exposition (text format 0.0.4): names, escaping and number
 formatting are the library's, not ours. No value lives in this process: every figure is read
@@ -58,9 +64,15 @@ class Snapshot:
     jobs_by_state: dict[str, int]
     providers: list[ProviderView]
     histograms: dict[str, dict[str, float]]
+    # Per metric: the same histogram per (provider, model) that has an observation.
+    histograms_by_model: dict[str, dict[tuple[str, str], dict[str, float]]] = field(
+        default_factory=dict
+    )
 
 
-def snapshot(d: Deps) -> Snapshot:
+def snapshot(d: Deps, *, histograms: bool = True) -> Snapshot:
+    """Every figure, read from Redis now; ``histograms=False`` leaves the histograms out (a
+    reader that shows none, such as ``GET /v1/queue``, saves their reads)."""
     providers = []
     for name, config in d.catalogue.providers.items():
         keys = [
@@ -81,8 +93,11 @@ def snapshot(d: Deps) -> Snapshot:
         seen = d.store.callback_counts(name)
         held_over = d.gate.unknown_released(name)
         providers.append(ProviderView(name, config.kind, waiting, by_fair, keys, seen, held_over))
-    histograms = {name: d.stats.histogram(name) for name in HISTOGRAMS}
-    return Snapshot(d.store.count_by_state(), providers, histograms)
+    if not histograms:
+        return Snapshot(d.store.count_by_state(), providers, {})
+    totals = {name: d.stats.histogram(name) for name in HISTOGRAMS}
+    by_model = {name: d.stats.histograms_by_model(name) for name in HISTOGRAMS}
+    return Snapshot(d.store.count_by_state(), providers, totals, by_model)
 
 
 def families(snap: Snapshot) -> Iterator[Metric]:
@@ -139,6 +154,7 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     yield callbacks
     for metric, text in HISTOGRAMS.items():
         yield _histogram(f"vidqueue_{metric}_seconds", text, snap.histograms.get(metric, {}))
+        yield _by_model(metric, text, snap.histograms_by_model.get(metric, {}))
     released = CounterMetricFamily(
         "vidqueue_submit_unknown_released",
         "Slots of submit_unknown jobs released at their hold's end"
@@ -153,11 +169,31 @@ def families(snap: Snapshot) -> Iterator[Metric]:
 def _histogram(name: str, text: str, data: dict[str, float]) -> HistogramMetricFamily:
     """``le`` keeps the bounds as ``BUCKETS`` spells them (``le="1"``, not ``"1.0"``): series
     selected by ``le`` before the move to prometheus_client keep their label values."""
-    count = data.get("count", 0.0)
-    buckets = [(str(bound), data.get(f"le:{bound}", 0.0)) for bound in BUCKETS]
     family = HistogramMetricFamily(name, f"Seconds {text}.")
-    family.add_metric([], [*buckets, ("+Inf", count)], sum_value=data.get("sum", 0.0))
+    family.add_metric([], *_buckets(data))
     return family
+
+
+def _by_model(
+    metric: str, text: str, pairs: dict[tuple[str, str], dict[str, float]]
+) -> HistogramMetricFamily:
+    """``vidqueue_{metric}_by_model_seconds{provider, model}``: the same observations as the
+    unlabelled total, split by the job's provider and model. A family of its own, so the
+    total keeps its name and its one series (a ``sum`` over both would count twice)."""
+    family = HistogramMetricFamily(
+        f"vidqueue_{metric}_by_model_seconds",
+        f"Seconds {text}, by provider and model.",
+        labels=["provider", "model"],
+    )
+    for (provider, model), data in sorted(pairs.items()):
+        family.add_metric([provider, model], *_buckets(data))
+    return family
+
+
+def _buckets(data: dict[str, float]) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative buckets ending with ``+Inf`` (the count), and the sum."""
+    buckets = [(str(bound), data.get(f"le:{bound}", 0.0)) for bound in BUCKETS]
+    return [*buckets, ("+Inf", data.get("count", 0.0))], data.get("sum", 0.0)
 
 
 class _Families(Collector):

@@ -1,7 +1,8 @@
 """``GET /metrics`` on the live stack after real jobs, read with prometheus_client's parser (the
 page is the library's exposition: labels sorted by name, values written as floats): jobs,
-slots, provider requests as counters, histograms, what was mirrored; and ``promtool check
-metrics`` accepts it when promtool is installed."""
+slots, provider requests as counters, histograms (the unlabelled totals and the same per
+provider and model), what was mirrored; and ``promtool check metrics`` accepts it when promtool
+is installed."""
 
 from __future__ import annotations
 
@@ -75,6 +76,15 @@ def test_the_live_page_parses_with_counters_and_histograms(idle_stack: LiveStack
         buckets = [value(text, f"{name}_bucket", le=str(b)) for b in BUCKETS]
         assert buckets == sorted(buckets)  # cumulative
         assert buckets[-1] <= count
+        # The same observations per provider and model, in a family of its own
+        labelled = f"vidqueue_{metric}_by_model_seconds"
+        model = {"provider": "zhipu", "model": "cogvideox-flash"}
+        assert types[labelled] == "histogram"
+        assert 3 <= value(text, f"{labelled}_count", **model) <= count
+        assert value(text, f"{labelled}_bucket", le="+Inf", **model) == value(
+            text, f"{labelled}_count", **model
+        )
+    assert value(text, "vidqueue_requests_total", kind="error", **ZHIPU) >= 0
     assert "sim-key-zhipu-test" not in text
     if shutil.which("promtool") is None:
         pytest.skip("promtool is not installed: the parser's check only")

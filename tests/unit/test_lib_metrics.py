@@ -1,7 +1,9 @@
 """``GET /metrics`` rendered by prometheus_client from figures in Redis: the page parses with
 the client's own parser (and ``promtool check metrics`` when it is installed), counters end in
-``_total``, histograms are cumulative with their ``le`` bounds spelled as before, and two API
-processes (two ``Deps`` on one Redis) serve the same figures. Real Redis (the unit tier's)."""
+``_total``, histograms are cumulative with their ``le`` bounds spelled as before (the total
+under its old name, unlabelled; the same per provider and model under ``*_by_model_seconds``),
+and two API processes (two ``Deps`` on one Redis) serve the same figures. Real Redis (the unit
+tier's)."""
 
 from __future__ import annotations
 
@@ -35,8 +37,10 @@ def figures(d: Deps) -> None:
     job(d.store, "j2", producer="A")
     d.stats.count("sim", "KEY_A", "submit", 2)
     d.stats.count("sim", "KEY_A", "poll", 5)
+    d.stats.count("sim", "KEY_A", "error")
     for seconds in (0.01, 0.7, 3, 45, 5000):
-        d.stats.observe("generation", seconds)
+        model = "cogvideox-flash" if seconds < 10 else "cogvideox-3"
+        d.stats.observe("generation", seconds, provider="sim", model=model)
     d.stats.count_mirrored("sim", 12_345, 2)
     d.stats.flush()
 
@@ -57,6 +61,7 @@ def test_the_page_parses_and_counters_end_in_total(d: Deps) -> None:
     assert types["vidqueue_jobs"] == "gauge"
     assert types["vidqueue_requests"] == "counter"
     assert types["vidqueue_generation_seconds"] == "histogram"
+    assert types["vidqueue_generation_by_model_seconds"] == "histogram"
     for family in parsed:
         if family.type == "counter":
             assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
@@ -78,6 +83,11 @@ def test_the_page_parses_and_counters_end_in_total(d: Deps) -> None:
         "vidqueue_jobs_reused_total",
         "vidqueue_mirrored_bytes_total",
         "vidqueue_mirrored_objects_total",
+        # and the histograms per provider and model, new beside the totals
+        "vidqueue_generation_by_model_seconds_bucket",
+        "vidqueue_time_to_submit_by_model_seconds",
+        "vidqueue_mirror_by_model_seconds",
+        "vidqueue_detection_lag_by_model_seconds",
     ):
         assert f"\n{name}" in text or f"# TYPE {name}" in text, name
     assert sample(text, "vidqueue_jobs", state="queued") == 2
@@ -85,6 +95,7 @@ def test_the_page_parses_and_counters_end_in_total(d: Deps) -> None:
     assert sample(text, "vidqueue_requests_total", provider="sim", kind="submit") == 2
     assert sample(text, "vidqueue_requests_total", provider="sim", kind="poll") == 5
     assert sample(text, "vidqueue_requests_total", provider="sim", kind="throttled") == 0
+    assert sample(text, "vidqueue_requests_total", provider="sim", kind="error") == 1
     assert sample(text, "vidqueue_requests_per_minute", provider="sim", kind="poll") >= 0
     assert sample(text, "vidqueue_mirrored_bytes_total", provider="sim") == 12_345
     assert sample(text, "vidqueue_mirrored_objects_total", provider="sim") == 2
@@ -108,6 +119,34 @@ def test_histograms_are_cumulative_with_the_old_bounds(d: Deps) -> None:
     assert sample(text, f"{name}_sum") == pytest.approx(0.01 + 0.7 + 3 + 45 + 5000)
     # Before any figure: zero buckets, still a valid histogram
     assert sample(text, "vidqueue_mirror_seconds_count") == 0
+
+
+def test_histograms_by_provider_and_model_add_up_to_the_total(d: Deps) -> None:
+    figures(d)
+    text = render_for(d)
+    name = "vidqueue_generation_by_model_seconds"
+    flash = {"provider": "sim", "model": "cogvideox-flash"}
+    big = {"provider": "sim", "model": "cogvideox-3"}
+    assert sample(text, f"{name}_count", **flash) == 3
+    assert sample(text, f"{name}_count", **big) == 2
+    assert sample(text, f"{name}_bucket", le="5", **flash) == 3
+    assert sample(text, f"{name}_bucket", le="60", **big) == 1
+    assert sample(text, f"{name}_bucket", le="+Inf", **big) == 2
+    assert sample(text, f"{name}_sum", **big) == pytest.approx(5045)
+    for bound in [*map(str, BUCKETS), "+Inf"]:
+        split = sum(sample(text, f"{name}_bucket", le=bound, **m) for m in (flash, big))
+        assert split == sample(text, "vidqueue_generation_seconds_bucket", le=bound), bound
+    # The total keeps its one unlabelled series
+    totals = [
+        s
+        for f in text_string_to_metric_families(text)
+        if f.name == "vidqueue_generation_seconds"
+        for s in f.samples
+    ]
+    assert totals and all(set(s.labels) <= {"le"} for s in totals)
+    # No observation yet: the family is declared, without series
+    assert "# TYPE vidqueue_mirror_by_model_seconds histogram" in text
+    assert "vidqueue_mirror_by_model_seconds_count" not in text
 
 
 def test_two_api_processes_serve_the_same_figures(d: Deps, redis_db: redis.Redis) -> None:

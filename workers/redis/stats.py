@@ -1,12 +1,18 @@
 """Counters and histograms for `vidqueue top` and the API's /metrics, aggregated in process and
 written to Redis in batches.
 
-Per API key and minute: submits, polls, downloads and 429s (hashes that expire after two
-hours), and the same per API key since the start (``requests_key``: counters that never expire,
-for Prometheus' ``rate()``). Per provider: the bytes and objects mirrored into S3 (counters that
-never expire).
-Per metric: a Prometheus-style histogram. Per provider and model: the recent generation
-times, from which the first poll's timing is learned.
+Per API key and minute: submits, polls, downloads, provider 429s and provider request errors
+(hashes that expire after two hours), and the same per API key since the start
+(``requests_key``: counters that never expire, for Prometheus' ``rate()``). Per provider: the
+bytes and objects mirrored into S3 (counters that never expire).
+Per metric: a Prometheus-style histogram, in total and per provider and model (one hash per
+metric, ``keys.histogram_by_model``). Per provider and model: the recent generation times, from
+which the first poll's timing is learned.
+Per minute, over every provider (``keys.series``, two hours): the dashboard's charts of the last
+hour (``Stats.series``): jobs succeeded and failed, provider 429s and errors, and the sums and
+counts behind the mean detection lag and submit delay. They ride on the figures above (a 429
+counted for its key, a histogram observation, a job's end) in the same batched write: no step
+makes an extra round trip for them.
 
 A step never waits on Redis for a figure: ``count`` and ``observe`` add to dicts in this
 process, and one pipeline (an HINCRBY or HINCRBYFLOAT per changed field, an EXPIRE per changed
@@ -45,11 +51,21 @@ import threading
 import time
 import weakref
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
 from celery.signals import worker_process_shutdown
 
+from workers.domain.errors import (
+    CONCURRENCY_LIMITED,
+    PROVIDER_PROTOCOL,
+    PROVIDER_UNAVAILABLE,
+    RATE_LIMITED,
+    SubmitOutcomeUnknown,
+    Throttled,
+    VidqueueError,
+)
 from workers.domain.retry import rejected_write
 from workers.redis import keys
 
@@ -62,7 +78,18 @@ HISTOGRAMS: Final = {
     "mirror": "from the provider finishing to the files being in S3",
     "detection_lag": "from the provider finishing (its own timestamp) to vidqueue seeing it",
 }
-COUNTERS: Final = ("submit", "poll", "download", "throttled")
+# Per key: requests by kind, and what went wrong with them ("throttled": the provider's 429 or
+# "concurrency too high"; "error": 5xx, timeouts, refused connections, garbled answers).
+COUNTERS: Final = ("submit", "poll", "download", "throttled", "error")
+# The per-minute series (``Stats.series``): counts, and the histograms whose mean it shows.
+SERIES_MINUTES: Final = 60
+SERIES_COUNTS: Final = ("finished", "failed", "throttled", "errors")
+SERIES_MEANS: Final = {"detection_lag": "detection_lag_s", "time_to_submit": "submit_delay_s"}
+# Which ``Stats.count`` kinds and which job endings feed a series count.
+_SERIES_OF_COUNTER: Final = {"throttled": "throttled", "error": "errors"}
+_SERIES_OF_ENDING: Final = {"succeeded": "finished", "failed": "failed"}
+# Joins provider, model and field in a labelled histogram's hash (no name holds it).
+LABEL_SEP: Final = "\x1f"
 FLUSH_INTERVAL_S: Final = 1.0
 REJECT_REASONS: Final = ("oom", "readonly", "loading")
 
@@ -90,6 +117,28 @@ def note_rejected(exc: BaseException) -> str | None:
     return reason
 
 
+def trouble(exc: BaseException) -> str | None:
+    """What a failed provider request counts as: ``"throttled"`` (the provider's 429 or
+    "concurrency too high"), ``"error"`` (5xx, timeout, refused connection, garbled answer, a
+    submit left without an answer), or None (an answer such as a 4xx, or vidqueue's own rate
+    limiter putting the step off: no request was made)."""
+    if isinstance(exc, Throttled) or not isinstance(exc, VidqueueError):
+        return None
+    if isinstance(exc, SubmitOutcomeUnknown) or exc.code in (
+        PROVIDER_UNAVAILABLE,
+        PROVIDER_PROTOCOL,
+    ):
+        return "error"
+    if exc.code in (RATE_LIMITED, CONCURRENCY_LIMITED):
+        return "throttled"
+    return None
+
+
+def labelled_field(provider: str, model: str, field: str) -> str:
+    """A field of ``keys.histogram_by_model``: provider, model and the histogram's field."""
+    return LABEL_SEP.join((provider, model, field))
+
+
 def minute(now: float | None = None) -> int:
     return int((time.time() if now is None else now) // 60)
 
@@ -104,6 +153,45 @@ def cumulative(fields: dict[str, float]) -> dict[str, float]:
         running += fields.get(f"n:{bound}", 0.0)
         out[f"le:{bound}"] = running + fields.get(f"le:{bound}", 0.0)
     return out
+
+
+@dataclass(frozen=True)
+class Series:
+    """The last minutes, oldest first: each minute's start (epoch seconds) and its figures over
+    every provider; a mean is None for a minute without an observation."""
+
+    minutes: list[int]
+    finished: list[int]
+    failed: list[int]
+    throttled: list[int]
+    errors: list[int]
+    detection_lag_s: list[float | None]
+    submit_delay_s: list[float | None]
+
+    def as_dict(self) -> dict[str, list[int] | list[float | None]]:
+        return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
+
+
+def _series(starts: list[int], hashes: list[dict[bytes, bytes]]) -> Series:
+    def counts(name: str) -> list[int]:
+        return [int(float(h.get(name.encode(), 0))) for h in hashes]
+
+    def means(metric: str) -> list[float | None]:
+        out: list[float | None] = []
+        for h in hashes:
+            n = float(h.get(f"{metric}_count".encode(), 0))
+            out.append(float(h.get(f"{metric}_sum".encode(), 0)) / n if n else None)
+        return out
+
+    return Series(
+        minutes=starts,
+        finished=counts("finished"),
+        failed=counts("failed"),
+        throttled=counts("throttled"),
+        errors=counts("errors"),
+        detection_lag_s=means("detection_lag"),
+        submit_delay_s=means("time_to_submit"),
+    )
 
 
 class _Buffer:
@@ -163,14 +251,42 @@ class Stats:
         self._failing = False
 
     def count(self, provider: str, key_id: str, what: str, n: int = 1) -> None:
-        name = keys.stats(provider, key_id, minute())
+        now = minute()
+        name = keys.stats(provider, key_id, now)
+        series = _SERIES_OF_COUNTER.get(what)
         with self._lock:
             self._buffer.ints[name][what] += n
             self._buffer.expire.add(name)
             self._buffer.ints[requests_key(provider, key_id)][what] += n
+            if series is not None:
+                self._add_series(now, series, n)
             self._arm()
         if self.flush_interval_s <= 0:
             self.flush()
+
+    def count_trouble(self, provider: str, key_id: str, exc: BaseException) -> str | None:
+        """Count a failed provider request by what it was (``trouble``); returns that."""
+        what = trouble(exc)
+        if what is not None:
+            self.count(provider, key_id, what)
+        return what
+
+    def count_ended(self, state: str) -> None:
+        """A job reached ``state``: a succeeded or failed one counts in this minute's series."""
+        series = _SERIES_OF_ENDING.get(state)
+        if series is None:
+            return
+        with self._lock:
+            self._add_series(minute(), series, 1)
+            self._arm()
+        if self.flush_interval_s <= 0:
+            self.flush()
+
+    def _add_series(self, at: int, field: str, n: int) -> None:
+        """Called with the lock held."""
+        name = keys.series(at)
+        self._buffer.ints[name][field] += n
+        self._buffer.expire.add(name)
 
     def add(self, name: str, field: str, n: int = 1) -> None:
         """Add ``n`` to a field of a counter hash that never expires, at the next flush."""
@@ -214,19 +330,35 @@ class Stats:
             if rejected_write(exc) is None:
                 raise
 
-    def observe(self, metric: str, seconds: float) -> None:
-        name = keys.histogram(metric)
+    def observe(
+        self, metric: str, seconds: float, *, provider: str | None = None, model: str = ""
+    ) -> None:
+        """One observation of a histogram: in its total, and per provider and model when a
+        provider is given; detection lag and time to submit also in this minute's series."""
         seconds = max(0.0, seconds)
         index = bisect.bisect_left(BUCKETS, seconds)
+        bucket = f"n:{BUCKETS[index]}" if index < len(BUCKETS) else None
+        now = minute()
         with self._lock:
-            fields = self._buffer.ints[name]
-            if index < len(BUCKETS):
-                fields[f"n:{BUCKETS[index]}"] += 1
-            fields["count"] += 1
-            self._buffer.floats[name]["sum"] += seconds
+            self._add_observation(keys.histogram(metric), "", bucket, seconds)
+            if provider is not None:
+                prefix = labelled_field(provider, model, "")
+                self._add_observation(keys.histogram_by_model(metric), prefix, bucket, seconds)
+            if metric in SERIES_MEANS:
+                self._add_series(now, f"{metric}_count", 1)
+                self._buffer.floats[keys.series(now)][f"{metric}_sum"] += seconds
             self._arm()
         if self.flush_interval_s <= 0:
             self.flush()
+
+    def _add_observation(self, name: str, prefix: str, bucket: str | None, x: float) -> None:
+        """Called with the lock held: one observation into the hash ``name``, its fields
+        named with ``prefix``."""
+        fields = self._buffer.ints[name]
+        if bucket is not None:
+            fields[prefix + bucket] += 1
+        fields[prefix + "count"] += 1
+        self._buffer.floats[name][prefix + "sum"] += x
 
     def _arm(self) -> None:
         """Called with the lock held: make sure a flush is coming (unbuffered: the caller's)."""
@@ -291,6 +423,27 @@ class Stats:
         self._try_flush()
         raw: dict[bytes, bytes] = self.redis.hgetall(keys.histogram(metric))  # type: ignore[assignment]
         return cumulative({k.decode(): float(v) for k, v in raw.items()})
+
+    def histograms_by_model(self, metric: str) -> dict[tuple[str, str], dict[str, float]]:
+        """``histogram`` per (provider, model) that has an observation."""
+        self._try_flush()
+        raw: dict[bytes, bytes] = self.redis.hgetall(keys.histogram_by_model(metric))  # type: ignore[assignment]
+        pairs: defaultdict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+        for key, value in raw.items():
+            provider, rest = key.decode().split(LABEL_SEP, 1)
+            model, field = rest.rsplit(LABEL_SEP, 1)
+            pairs[provider, model][field] = float(value)
+        return {pair: cumulative(fields) for pair, fields in sorted(pairs.items())}
+
+    def series(self, minutes: int = SERIES_MINUTES, now: float | None = None) -> Series:
+        """The last ``minutes`` minutes (the current one, still filling, last): one pipeline."""
+        self._try_flush()
+        last = minute(now)
+        span = range(last - minutes + 1, last + 1)
+        pipe = self.redis.pipeline(transaction=False)
+        for at in span:
+            pipe.hgetall(keys.series(at))
+        return _series([at * 60 for at in span], pipe.execute())
 
     def record_duration(self, provider: str, model: str, seconds: float) -> None:
         """Written at once: the next job's first poll is timed from these."""

@@ -86,6 +86,8 @@ def finish(
         event=f"{to}: {error.code}" if error else str(to),
         spent=spent,
     )
+    if moved:
+        d.stats.count_ended(to)
     return [Step("notify", row.id)] if moved and notify_now else []
 
 

@@ -57,7 +57,7 @@ def mirror(job_id: str, d: Deps) -> list[Step]:
     _count(row, result, d)
     if row.provider_finished_at:
         since = time.time() - parse_iso(row.provider_finished_at).timestamp()
-        d.stats.observe("mirror", since)
+        d.stats.observe("mirror", since, provider=row.provider, model=row.model)
     return steps
 
 

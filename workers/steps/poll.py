@@ -53,12 +53,14 @@ def _ask(row: JobRow, config: ProviderConfig, remaining_s: float, d: Deps) -> li
         d.stats.count(config.name, key_id, "poll")
         result = d.provider(config.name).poll(provider_task(row), d.key(config.name, key_id))
     except RetryableError as exc:
+        d.stats.count_trouble(config.name, key_id, exc)
         if exc.retry_after_s:
             delay = min(exc.retry_after_s, retry.RETRY_CAP_S)
         else:
             delay = schedule.next_poll(config, polls, remaining_s=remaining_s)
         return _poll_again(row.id, delay, d, event=f"poll error: {exc.code}")
     except PermanentError as exc:
+        d.stats.count_trouble(config.name, key_id, exc)
         return _stop(row, exc, d)
     if result.status in (ProviderStatus.QUEUED, ProviderStatus.RUNNING):
         return _poll_again(row.id, _next(row, config, polls, result, remaining_s), d)
@@ -133,8 +135,9 @@ def _learn(row: JobRow, seen_at: str, result: PollResult, d: Deps) -> None:
     if row.submitted_at is None:  # never for a job that reached a poll: nothing to measure
         return
     taken = (parse_iso(seen_at) - parse_iso(row.submitted_at)).total_seconds()
-    d.stats.observe("generation", taken)
+    d.stats.observe("generation", taken, provider=row.provider, model=row.model)
     if result.status == ProviderStatus.SUCCEEDED:
         d.stats.record_duration(row.provider, row.model, taken)
     if result.finished_at is not None:
-        d.stats.observe("detection_lag", max(0.0, time.time() - result.finished_at))
+        lag = max(0.0, time.time() - result.finished_at)
+        d.stats.observe("detection_lag", lag, provider=row.provider, model=row.model)

@@ -23,7 +23,6 @@ from workers.domain import callbacks, retry, schedule
 from workers.domain.change import Change
 from workers.domain.errors import (
     CONCURRENCY_LIMITED,
-    RATE_LIMITED,
     SUBMIT_UNKNOWN,
     DuplicateSubmission,
     NotReplicated,
@@ -113,6 +112,7 @@ def _send(row: JobRow, provider: VideoProvider, key: ApiKey, d: Deps) -> list[St
     except DuplicateSubmission as exc:
         return _outcome_unknown(row, d, exc.message)
     except SubmitOutcomeUnknown as exc:
+        d.stats.count_trouble(config.name, key.id, exc)
         if not provider.idempotent_submit:
             return _outcome_unknown(row, d, exc.message)
         # The provider dedupes on the job id: re-sending is safe, and tells us the outcome.
@@ -121,12 +121,12 @@ def _send(row: JobRow, provider: VideoProvider, key: ApiKey, d: Deps) -> list[St
         d.store.transition(row.id, (State.SUBMITTING,), None, step_s=countdown)
         return [Step("submit", row.id, countdown)]
     except RetryableError as exc:
-        if exc.code in (CONCURRENCY_LIMITED, RATE_LIMITED):
-            d.stats.count(config.name, key.id, "throttled")
+        d.stats.count_trouble(config.name, key.id, exc)
         if exc.code == CONCURRENCY_LIMITED:
             return _back_off(row, exc, d)
         return _submit_later(row, exc, d)
     except PermanentError as exc:
+        d.stats.count_trouble(config.name, key.id, exc)
         return fail(row, (State.SUBMITTING,), exc, d) + release(row, d)
     d.gate.grow(config, key.id)
     return _submitted(row, task, d)
@@ -197,7 +197,9 @@ def _submitted(row: JobRow, task: ProviderTask, d: Deps) -> list[Step]:
         )
     ):
         waited = parse_iso(submitted_at) - parse_iso(row.created_at)
-        d.stats.observe("time_to_submit", waited.total_seconds())
+        d.stats.observe(
+            "time_to_submit", waited.total_seconds(), provider=row.provider, model=row.model
+        )
         return [Step("poll", row.id, first), *honour_cancel(row.id, d)]
     # Cancelled meanwhile: the provider still works on it, so keep polling to free the slot.
     if d.store.transition(row.id, (State.CANCELLED,), None, step_s=first, change=learned):
