@@ -23,7 +23,9 @@ from fastapi.responses import JSONResponse
 from producer import (
     api_callbacks,
     api_errors,
+    api_events,
     api_jobs,
+    api_queue,
     api_uploads,
     docs_assets,
     health,
@@ -32,6 +34,7 @@ from producer import (
     openai_videos,
     openapi,
     tokens,
+    ui,
 )
 from producer.web import client, producer_identity
 
@@ -64,8 +67,11 @@ app = FastAPI(
 app.include_router(openai_facade.router)
 app.include_router(metrics.router)
 app.include_router(api_jobs.router)
+app.include_router(api_events.router)
 app.include_router(api_uploads.router)
 app.include_router(api_callbacks.router)
+app.include_router(api_queue.router)
+app.include_router(ui.router)
 api_errors.install(app)
 docs_assets.install(app)
 openapi.document(app, [openai_videos.VideoCreate, openai_videos.VideoCreateForm])

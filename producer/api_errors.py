@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producer import openai_videos, web
-from producer.web import RouteError
+from producer.web import MissingToken, RouteError
 from workers.domain.errors import (
     CancelRefused,
     ConfigError,
@@ -143,6 +143,7 @@ OPENAI: Final[dict[type[Exception], Rule]] = {
     UploadTooLarge: lambda e: Answer(413, "too_large", e.message, "input_reference"),
     InvalidSpec: lambda e: Answer(400, e.code, e.message, openai_videos.param(e.field)),
     InvalidCursor: lambda e: Answer(400, e.code, e.message, "after"),
+    MissingToken: lambda e: Answer(401, "missing_api_key", e.message),
 }
 # vidqueue's codes as OpenAI's (the rest are kept: OpenAI's clients read ``code`` as a string).
 OPENAI_CODES: Final = {
@@ -154,6 +155,11 @@ OPENAI_CODES: Final = {
 # OpenAI's ``error.type`` by status; any other 4xx is an ``invalid_request_error``.
 OPENAI_TYPES: Final = {429: "requests", 500: "server_error", 503: "server_error"}
 _BAD_KEY: Final = "Incorrect API key provided. Send a valid one as 'Authorization: Bearer <token>'."
+# OpenAI answers a request with no key at all with this message and a null ``code``.
+_NO_KEY: Final = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
 
 
 def _openai(found: Answer) -> dict[str, Any]:
@@ -163,6 +169,8 @@ def _openai(found: Answer) -> dict[str, Any]:
         kind = "server_error" if found.status >= 500 else "invalid_request_error"
     code = OPENAI_CODES.get(found.code, found.code)
     message = _BAD_KEY if code == "invalid_api_key" else found.message
+    if code == "missing_api_key":
+        return {"message": _NO_KEY, "type": kind, "param": None, "code": None}
     return {"message": message, "type": kind, "param": found.field, "code": code}
 
 

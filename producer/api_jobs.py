@@ -17,11 +17,11 @@ from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from producer import web
+from producer import api_events, web
 from producer.dispatches import Dispatches
 from producer.openapi import errors
 from producer.tokens import Caller
-from producer.web import Producer, RouteError, caller, client
+from producer.web import Producer, RouteError, caller_from, client
 from workers.domain.jobs import JobRecord, JobSpec, State
 from workers.redis import listing
 
@@ -51,11 +51,11 @@ class Timeline(BaseModel):
 
 
 def _caller(request: Request) -> tuple[Caller, str | None]:
-    """The caller (see ``web.caller``) and the ``Idempotency-Key``, read directly: the create
+    """The caller (see ``web.caller_from``) and the ``Idempotency-Key``, read directly: the create
     routes are the hot path, and FastAPI's parameter machinery costs more than these two
     lookups."""
     headers = request.headers
-    return caller(headers.get("authorization")), headers.get("idempotency-key")
+    return caller_from(request), headers.get("idempotency-key")
 
 
 @router.post(
@@ -176,9 +176,29 @@ def cancel_job(job_id: str, producer: Producer) -> JobRecord:
     return client().cancel(job_id, producer=producer)
 
 
-@router.get("/v1/jobs/{job_id}/events", response_model=Timeline, responses=_ONE_JOB_ERRORS)
-def job_events(job_id: str, producer: Producer) -> Timeline:
-    """The job's timeline: each transition and attempt, with its UTC timestamp."""
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_model=Timeline,
+    responses={
+        200: {"content": api_events.SSE_RESPONSE[200]["content"]},
+        **errors(400, 401, 404, 503),
+    },
+)
+def job_events(
+    job_id: str,
+    producer: Producer,
+    stream: Annotated[
+        bool, Query(description="Live: Server-Sent Events until the job ends (text/event-stream)")
+    ] = False,
+    last_event_id: api_events.LastEventIdQuery = None,
+    last_event_id_header: api_events.LastEventId = None,
+) -> Timeline | Response:
+    """The job's timeline: each transition and attempt, with its UTC timestamp. With
+    ``stream=true``: its state changes live, as Server-Sent Events (``producer.api_events``):
+    first its current state, then each change, closed after a terminal state;
+    ``Last-Event-ID`` resumes after an event."""
+    if stream:
+        return api_events.job_stream(job_id, producer, last_event_id or last_event_id_header)
     return Timeline(id=job_id, events=client().events(job_id, producer=producer))
 
 

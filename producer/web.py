@@ -1,6 +1,7 @@
-"""What every HTTP route shares: the client, bearer auth, bounded body reading, the error a
-route raises for its own refusals (``RouteError``), and OpenAPI descriptions of bodies a route
-reads itself. How errors are answered is ``producer.api_errors``'s one concern."""
+"""What every HTTP route shares: the client, auth (a bearer token, or the dashboard's session
+cookie: ``producer.ui_session``), bounded body reading, the error a route raises for its own
+refusals (``RouteError``), and OpenAPI descriptions of bodies a route reads itself. How errors
+are answered is ``producer.api_errors``'s one concern."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from config.settings import get_settings
-from producer import tokens
+from producer import tokens, ui_session
 from producer.client import Client
 from producer.tokens import Caller
 from producer.tokens import identity as identity
@@ -45,30 +46,78 @@ class RouteError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
-def caller(authorization: str | None = None) -> Caller:
-    """Who sent a request (see ``producer.tokens``), from its ``Authorization`` header; a 401
-    when tokens are required and this is none of them. Without tokens every caller is
-    trusted: its identity is a hash of whatever token it sends, and it may name any tenant."""
+def known_caller(token: str) -> Caller | None:
+    """The caller a token is, or None when tokens are required and this is none of them.
+    Without tokens every caller is trusted: its identity is a hash of whatever token it
+    sends (no token: ``anonymous``), and it may name any tenant."""
     settings = get_settings()
     known = tokens.load(settings.api_tokens, settings.api_tokens_file)
-    scheme, _, token = (authorization or "").strip().partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else ""
     if not known.known:
         return Caller("anonymous" if not token else identity(token), None)
-    found = known.find(token) if token else None
+    return known.find(token) if token else None
+
+
+class MissingToken(RouteError):
+    """A 401 for a request that sent no bearer token at all (``unauthorized``, as a wrong one
+    is; the OpenAI surface tells the two apart, as OpenAI does)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            401, "unauthorized", "no token was sent: send 'Authorization: Bearer <token>'"
+        )
+
+
+def caller(authorization: str | None = None) -> Caller:
+    """Who sent a request (see ``producer.tokens``), from its ``Authorization`` header; a 401
+    when tokens are required and this is none of them (``MissingToken`` when none was sent)."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    found = known_caller(token)
+    if found is None and not (authorization or "").strip():
+        raise MissingToken()
     if found is None:
         raise RouteError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is required")
     return found
 
 
-def request_caller(authorization: Annotated[str | None, Header()] = None) -> Caller:
-    """``caller`` as a FastAPI dependency (``Who``), for routes that need the tenants too."""
-    return caller(authorization)
+def caller_from(request: Request, authorization: str | None = None) -> Caller:
+    """Who sent a request: its ``Authorization`` header when it has one, else the dashboard's
+    session cookie (``producer.ui_session``), whose token is checked as a bearer token is. A
+    request the cookie authenticates with an unsafe method needs the session's CSRF token
+    (403 ``csrf_failed``)."""
+    if authorization is None:
+        authorization = request.headers.get("authorization")
+    session = ui_session.session_of(request) if authorization is None else None
+    if session is None:
+        return caller(authorization)
+    found = known_caller(session)
+    if found is None:
+        raise RouteError(
+            401, "unauthorized", "the session's token is no longer valid: log in again at /ui/login"
+        )
+    if not ui_session.csrf_ok(request, session):
+        raise RouteError(
+            403,
+            "csrf_failed",
+            "a request authenticated by the session cookie needs the page's CSRF token "
+            "in the 'X-CSRF-Token' header",
+            "X-CSRF-Token",
+        )
+    return found
 
 
-def producer_identity(authorization: Annotated[str | None, Header()] = None) -> str:
+def request_caller(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Caller:
+    """``caller_from`` as a FastAPI dependency (``Who``), for routes that need the tenants too."""
+    return caller_from(request, authorization)
+
+
+def producer_identity(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> str:
     """The caller's producer identity: the token's name, or a hash of a plain token."""
-    return caller(authorization).producer
+    return caller_from(request, authorization).producer
 
 
 Producer = Annotated[str, Depends(producer_identity)]

@@ -79,14 +79,24 @@ def test_seconds_and_size_come_from_the_providers_defaults(sdk: OpenAI, app: Tes
 # -- OpenAI's errors ---------------------------------------------------------------------------
 
 
-def test_a_bad_or_missing_token_is_invalid_api_key(app: TestClient) -> None:
-    for headers in ({"authorization": "Bearer wrong"}, {}):
+def test_a_bad_token_is_invalid_api_key_and_a_missing_one_has_no_code(app: TestClient) -> None:
+    for headers in ({"authorization": "Bearer wrong"}, {"authorization": "wrong"}):
         error = _error(app.get("/v1/videos", headers=headers), 401)
         assert (error["code"], error["type"], error["param"]) == (
             "invalid_api_key",
             "invalid_request_error",
             None,
         )
+        assert error["message"].startswith("Incorrect API key provided")
+    # As OpenAI answers a request without a key: the same type, a null code, its own message
+    error = _error(app.get("/v1/videos"), 401)
+    assert (error["code"], error["type"], error["param"]) == (None, "invalid_request_error", None)
+    assert error["message"].startswith("You didn't provide an API key")
+    # The jobs surface keeps one code for both, with a message saying which
+    missing = app.get("/v1/jobs").json()["error"]
+    wrong = app.get("/v1/jobs", headers={"authorization": "Bearer wrong"}).json()["error"]
+    assert missing["code"] == wrong["code"] == "unauthorized"
+    assert "no token was sent" in missing["message"] and missing["message"] != wrong["message"]
     stranger = OpenAI(base_url="http://testserver/v1", api_key="wrong", http_client=app)
     with pytest.raises(openai.AuthenticationError) as refused:
         stranger.videos.create(model="cogvideox-flash", prompt="p")
