@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ import redis
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from config import local_env
 from config.settings import Settings
 from devstack import ProcessManager, ServiceError, ServiceSpec, Stack, StartError
 from devstack.env import stack_env
@@ -463,3 +465,75 @@ def test_whole_stack_starts_and_stops(make_stack: StackFactory) -> None:
     pids = [s.pid for s in stack.status()]
     stack.stop_all()
     assert not any(group_alive(pid) for pid in pids if pid)
+
+
+# ---------------------------------------------------------------- vidqueue dev up | env | status
+
+
+def _dev(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devstack.cli", *args],
+        env=env, cwd=env["HOME"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(bool(_app_modules_missing()), reason="vidqueue's services are not built yet")
+def test_dev_up_runs_the_api_with_a_token_and_publishes_its_settings(tmp_path: Path) -> None:
+    # Given no API token nor webhook secret in the environment, and a stack on free ports
+    redis_port, s3_port, sim_port, api_port, flower_port = free_ports(5)
+    env = {
+        "PATH": os.environ["PATH"], "HOME": str(tmp_path),
+        "VIDQUEUE_RUN_DIR": str(tmp_path / "run"),
+        "VIDQUEUE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "VIDQUEUE_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+        "VIDQUEUE_SIM_PORT": str(sim_port), "VIDQUEUE_API_PORT": str(api_port),
+        "VIDQUEUE_FLOWER_PORT": str(flower_port), "VIDQUEUE_WORKER_CONCURRENCY": "1",
+    }  # fmt: skip
+    try:
+        # When the stack is brought up
+        up = _dev(env, "up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        published = local_env.read(tmp_path / "run")
+        # Then its settings file is private and names the API on its port with a token it takes
+        where = local_env.path(tmp_path / "run")
+        assert stat.S_IMODE(where.stat().st_mode) == 0o600
+        api = published["VIDQUEUE_API_URL"]
+        assert api == f"http://127.0.0.1:{api_port}"
+        token = published["VIDQUEUE_API_TOKEN"]
+        assert httpx.get(f"{api}/v1/jobs", timeout=10).status_code == 401
+        bearer = {"authorization": f"Bearer {token}"}
+        assert httpx.get(f"{api}/v1/jobs", headers=bearer, timeout=10).status_code == 200
+        # And the workers sign webhooks with the published whsec_ secret
+        secret = published["VIDQUEUE_WEBHOOK_SECRET"]
+        assert secret.startswith("whsec_")
+        record = json.loads((tmp_path / "run" / "pids" / "worker1.json").read_text())
+        worker_env = Path(f"/proc/{record['pid']}/environ").read_bytes().split(b"\0")
+        assert f"VIDQUEUE_WEBHOOK_SECRET={secret}".encode() in worker_env
+        # And `dev env` prints the same values, as shell that evaluates back to them
+        exported = _dev(env, "env")
+        assert exported.returncode == 0
+        script = 'eval "$1"; printf "%s\\0" "$VIDQUEUE_API_URL" "$VIDQUEUE_API_TOKEN"'
+        shell = subprocess.run(
+            ["bash", "-c", script, "bash", exported.stdout], capture_output=True, check=True
+        )
+        assert shell.stdout.split(b"\0")[:2] == [api.encode(), token.encode()]
+        as_json = _dev(env, "env", "--json")
+        assert json.loads(as_json.stdout) == published
+        # And `dev status --json` finds every service running and the API ready
+        status = _dev({k: env[k] for k in ("PATH", "HOME", "VIDQUEUE_RUN_DIR")}, "status", "--json")
+        document = json.loads(status.stdout)
+        assert status.returncode == 0 and document["all_running"] is True, status.stdout
+        assert [c["status"] for c in document["api"]] == [200, 200]
+        # When the stack is stopped and brought up again, it keeps its token and secret
+        assert _dev(env, "down").returncode == 0
+        again = _dev(env, "up")
+        assert again.returncode == 0, again.stdout + again.stderr
+        republished = local_env.read(tmp_path / "run")
+        assert republished["VIDQUEUE_API_TOKEN"] == token
+        assert republished["VIDQUEUE_WEBHOOK_SECRET"] == secret
+        assert httpx.get(f"{api}/v1/jobs", headers=bearer, timeout=10).status_code == 200
+        # And nothing printed the token or the secret
+        for shown in (up.stdout + up.stderr, again.stdout, status.stdout):
+            assert token not in shown and secret not in shown
+    finally:
+        _dev(env, "down")
