@@ -1,38 +1,42 @@
-"""The ``vidqueue`` command line's arguments: the parser, and the job spec the flags describe."""
+"""The ``vidqueue`` command line's shared flags (click options), and the job spec they describe.
+
+``job_target`` adds the flags that choose the path (``--api-url``, ``--token``, ``--direct``,
+``--producer``) and hands the command one ``Target``; ``json_flag`` is ``--json``;
+``spec_flags`` are submit's. Labels take one syntax everywhere: ``--label key=value``.
+"""
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
-from collections.abc import Sequence
-from datetime import date
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from producer.client import Client
+import click
+
+from producer.cli_backend import Jobs, Target
+from producer.cli_errors import BadArgument
 from workers.domain.errors import InvalidSpec
-from workers.domain.jobs import State
 
-SPEC_FLAGS = ("provider", "model", "prompt", "size", "quality", "negative_prompt", "callback_url")
+F = TypeVar("F", bound=Callable[..., Any])
+
+SPEC_TEXT: Final = ("provider", "model", "prompt", "size", "quality", "negative_prompt")
+SPEC_MORE: Final = ("callback_url", "idempotency_key")
 INT_FLAGS: Final = ("duration", "fps", "seed", "priority")
 URL_PREFIXES: Final = ("http://", "https://", "data:", "upload:")
-# Subcommands with their own parsers: everything after the name is theirs.
-DELEGATED: Final = {
-    "sim": "run the provider simulator",
-    "dev": "the local stack: up | down | status | env",
-    "demo": "run the demo against the local stack",
-    "top": "the queue per provider and key, live",
-}
 
 
-def key_values(items: Sequence[str], *, flag: str, sep: str, as_json: bool) -> dict[str, Any]:
-    """``KEY{sep}VALUE`` items as a dict (values parsed as JSON where they are, with
-    ``as_json``); a malformed one is an ``InvalidSpec`` naming ``flag``."""
+def key_values(
+    items: Sequence[str], *, flag: str, as_json: bool = False, example: str = "team=growth"
+) -> dict[str, Any]:
+    """``KEY=VALUE`` items as a dict (values parsed as JSON where they are, with ``as_json``);
+    a malformed one is a ``BadArgument`` naming ``flag``."""
     out: dict[str, Any] = {}
     for item in items:
-        key, found, value = item.partition(sep)
-        if not found or not key:
-            raise InvalidSpec(flag, f"expected KEY{sep}VALUE, got {item!r}")
+        key, found, value = item.partition("=")
+        if not found or not key.strip():
+            raise BadArgument(f"{flag} {item!r}: expected KEY=VALUE (e.g. {flag} {example})")
         if as_json:
             try:
                 out[key] = json.loads(value)
@@ -43,129 +47,146 @@ def key_values(items: Sequence[str], *, flag: str, sep: str, as_json: bool) -> d
     return out
 
 
-def spec_from_args(args: argparse.Namespace, client: Client | None = None) -> dict[str, Any]:
-    """The job spec the flags describe; a local ``--image`` file is uploaded (with ``client``)."""
+def list_labels(items: Sequence[str]) -> dict[str, str]:
+    """``--label`` of ``list``: as submit's; a key cannot hold ``:`` (the API's own syntax
+    ``key:value`` splits there)."""
+    labels = key_values(items, flag="--label")
+    for key in labels:
+        if ":" in key:
+            raise BadArgument(f"--label {key!r}: a label key to filter on cannot contain ':'")
+    return labels
+
+
+# -- options -------------------------------------------------------------------------------
+
+
+def json_flag(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")(f)
+
+
+def job_target(f: F) -> F:
+    """The path flags; the command receives them as one ``target: Target``."""
+
+    @functools.wraps(f)
+    def wrapper(
+        *args: Any,
+        api_url: str | None,
+        token: str | None,
+        direct: bool,
+        producer: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        target = Target(api_url=api_url, token=token, direct=direct, producer=producer)
+        return f(*args, target=target, **kwargs)
+
+    options = [
+        click.option(
+            "--api-url",
+            envvar="VIDQUEUE_API_URL",
+            metavar="URL",
+            help="The HTTP API [env VIDQUEUE_API_URL; else the local stack's .run/vidqueue.env;"
+            " else http://127.0.0.1:8000].",
+        ),
+        click.option(
+            "--token",
+            envvar="VIDQUEUE_API_TOKEN",
+            metavar="TOKEN",
+            help="Bearer token for the API [env VIDQUEUE_API_TOKEN].",
+        ),
+        click.option(
+            "--direct",
+            is_flag=True,
+            help="Use Redis and S3 directly (in-cluster, with the workers' settings), not the API.",
+        ),
+        click.option(
+            "--producer",
+            metavar="NAME",
+            help="With --direct: the producer identity jobs belong to (default: cli).",
+        ),
+    ]
+    decorated: Any = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
+
+
+def timeout_flag(default: float) -> Callable[[F], F]:
+    return click.option(
+        "--timeout",
+        type=float,
+        default=default,
+        show_default=True,
+        metavar="SECONDS",
+        help="Give up waiting after this long (exit 1).",
+    )
+
+
+def spec_flags(f: F) -> F:
+    """submit's flags: the job spec."""
+    options = [
+        click.option("--provider", required=True, help="A provider of the providers file."),
+        click.option("--model", required=True),
+        click.option("--prompt"),
+        click.option(
+            "--image",
+            multiple=True,
+            metavar="PATH|URL",
+            help="A local PNG/JPEG (uploaded), an http(s) URL or a data: URI; twice = first and"
+            " last frame.",
+        ),
+        click.option("--size", metavar="WxH"),
+        click.option("--quality"),
+        click.option("--negative-prompt"),
+        click.option("--callback-url", metavar="URL", help="Webhook for the job's end."),
+        click.option("--idempotency-key", metavar="KEY", help="Makes a retried submit safe."),
+        *(click.option(f"--{name}", type=int) for name in INT_FLAGS),
+        click.option("--with-audio/--no-with-audio", default=None),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Repeatable."),
+        click.option(
+            "--option",
+            "options",
+            multiple=True,
+            metavar="KEY=JSON",
+            help="Provider-specific pass-through; repeatable.",
+        ),
+    ]
+    decorated: Any = f
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
+
+
+# -- the spec ------------------------------------------------------------------------------
+
+
+def spec_from_flags(flags: Mapping[str, Any], jobs: Jobs | None = None) -> dict[str, Any]:
+    """The job spec ``spec_flags`` describe; a local ``--image`` file is uploaded with
+    ``jobs`` (through the API, or to S3 with ``--direct``)."""
     spec: dict[str, Any] = {}
-    for name in (*SPEC_FLAGS, *INT_FLAGS):
-        value = getattr(args, name)
-        if value is not None:
-            spec[name] = value
-    if args.image:
-        images = [_image(value, client, args.producer) for value in args.image]
+    for name in (*SPEC_TEXT, *SPEC_MORE, *INT_FLAGS):
+        if flags.get(name) is not None:
+            spec[name] = flags[name]
+    images = [image_ref(value, jobs) for value in flags.get("image") or ()]
+    if images:
         spec["image"] = images[0] if len(images) == 1 else images
-    if args.with_audio is not None:
-        spec["with_audio"] = args.with_audio
-    if args.label:
-        spec["labels"] = key_values(args.label, flag="labels", sep="=", as_json=False)
-    if args.option:
-        spec["options"] = key_values(args.option, flag="options", sep="=", as_json=True)
-    if args.idempotency_key:
-        spec["idempotency_key"] = args.idempotency_key
+    if flags.get("with_audio") is not None:
+        spec["with_audio"] = flags["with_audio"]
+    if flags.get("labels"):
+        spec["labels"] = key_values(flags["labels"], flag="--label")
+    if flags.get("options"):
+        spec["options"] = key_values(
+            flags["options"], flag="--option", as_json=True, example="user_id=42"
+        )
     return spec
 
 
-def _image(value: str, client: Client | None, producer: str) -> str:
+def image_ref(value: str, jobs: Jobs | None) -> str:
+    """A URL as it is; a local file uploaded, as its ``upload:`` reference."""
     if value.startswith(URL_PREFIXES):
         return value
     path = Path(value)
     if not path.is_file():
         raise InvalidSpec("image", f"{value}: no such file (nor an http(s) or data: URL)")
-    if client is None:
+    if jobs is None:
         raise InvalidSpec("image", "a local file needs uploading")
-    return client.upload_file(path, producer=producer).ref
-
-
-# -- the parser ----------------------------------------------------------------------------
-
-
-def build(description: str | None) -> argparse.ArgumentParser:
-    """The whole command line: the job commands, and the delegated ones (``DELEGATED``)."""
-    top = argparse.ArgumentParser(prog="vidqueue", description=description)
-    top.add_argument(
-        "--debug", action="store_true", help="on failure, print the traceback too (any command)"
-    )
-    sub = top.add_subparsers(dest="command", required=True)
-    shared = [_common()]
-    _add_spec_flags(sub.add_parser("submit", help="enqueue a job", parents=shared))
-    _add_batch(
-        sub.add_parser("batch", help="enqueue the specs of a JSON Lines file", parents=shared)
-    )
-    for name, text in (
-        ("status", "a job's record"),
-        ("wait", "wait for a job"),
-        ("cancel", "cancel a job"),
-    ):
-        cmd = sub.add_parser(name, help=text, parents=shared)
-        cmd.add_argument("job_id")
-        cmd.add_argument("--timeout", type=float, default=3600.0)
-    _add_list(sub.add_parser("list", help="your jobs, newest first", parents=shared))
-    _add_download(
-        sub.add_parser("download", help="download a finished job's video", parents=shared)
-    )
-    for name, text in DELEGATED.items():
-        cmd = sub.add_parser(name, help=text, add_help=False)
-        cmd.add_argument("rest", nargs=argparse.REMAINDER)
-    return top
-
-
-def _common() -> argparse.ArgumentParser:
-    shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("--json", action="store_true", help="print JSON, for scripts")
-    shared.add_argument("--producer", default="cli", help="producer identity (default: cli)")
-    return shared
-
-
-def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--provider", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--prompt")
-    parser.add_argument(
-        "--image",
-        action="append",
-        metavar="PATH|URL",
-        help="a file (uploaded), URL or data: URI; twice = first+last frame",
-    )
-    for name in ("size", "quality", "negative-prompt", "callback-url", "idempotency-key"):
-        parser.add_argument(f"--{name}")
-    for name in INT_FLAGS:
-        parser.add_argument(f"--{name}", type=int)
-    parser.add_argument("--with-audio", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--label", action="append", metavar="KEY=VALUE")
-    parser.add_argument("--option", action="append", metavar="KEY=JSON")
-    parser.add_argument("--wait", action="store_true", help="wait for the job, with progress")
-    parser.add_argument("--timeout", type=float, default=3600.0)
-
-
-def _add_batch(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE.jsonl")
-    parser.add_argument("--wait", action="store_true", help="follow every job, then summarise")
-    parser.add_argument("--timeout", type=float, default=6 * 3600.0)
-    parser.add_argument("--idempotency-key", help="makes re-running the same file safe")
-
-
-def _add_list(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state", choices=[str(s) for s in State])
-    parser.add_argument("--provider")
-    parser.add_argument("--label", action="append", metavar="KEY:VALUE")
-    parser.add_argument("--limit", type=int, default=50)
-    parser.add_argument("--cursor")
-    parser.add_argument("--all", action="store_true", help="every producer's jobs")
-    parser.add_argument(
-        "--archived-on",
-        type=_day,
-        metavar="YYYY-MM-DD",
-        help="the jobs of one UTC day in the S3 archive",
-    )
-
-
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a day: use YYYY-MM-DD") from exc
-
-
-def _add_download(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job_id")
-    parser.add_argument("-o", "--output", required=True, metavar="PATH")
-    parser.add_argument("--cover", action="store_true", help="the cover image instead")
+    return jobs.upload_image(path)

@@ -7,7 +7,12 @@ here. A traceback is printed only with ``--debug``.
 
 Exit codes: 0 ok, 1 a job failed (or timed out, or cannot be cancelled; or anything else went
 wrong), 2 bad input or unknown id, 3 a service is unavailable (Redis or S3 cannot be reached
-or refuses writes, the API cannot be reached, no S3 credentials).
+or refuses writes, the API cannot be reached or answers 502/503/504, no S3 credentials).
+
+The HTTP API's refusals are raised by ``producer.cli_http`` as the classes below, one per
+meaning, so this one table decides their message and code too: a 401 (the token refused) is
+bad input, exit 2, like a wrong flag: trying again without changing the token cannot help,
+whereas exit 3 says "try again when the service is back".
 """
 
 from __future__ import annotations
@@ -34,6 +39,45 @@ UNAVAILABLE: Final = 3
 DEBUG_FLAG: Final = "--debug"
 
 Template = str | Callable[[BaseException], str]
+
+
+class BadArgument(VidqueueError):
+    """A flag the command line cannot use (``--label team:red``, ``--all`` without
+    ``--direct``): the message names the flag and what it takes."""
+
+
+class ApiRefused(VidqueueError):
+    """An HTTP API answer that is not a success, and not one ``producer.aio`` already raises as
+    a domain error (``InvalidSpec``, ``JobNotFound``, ``CancelRefused``...)."""
+
+    def __init__(self, message: str, *, url: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.url, self.status = url, status
+
+
+class ApiUnreachable(ApiRefused):
+    """No answer: refused connection, unknown host, timeout."""
+
+
+class ApiBadToken(ApiRefused):
+    """401: no token, or one the API does not know."""
+
+
+class ApiForbidden(ApiRefused):
+    """403: the token may not do this (e.g. name that tenant)."""
+
+
+class ApiBadInput(ApiRefused):
+    """400/413/422 without a job field to name (the request itself is wrong)."""
+
+
+class ApiUnavailable(ApiRefused):
+    """502/503/504: the API (or what it needs: Redis, S3) is down for now."""
+
+
+class NotReady(VidqueueError):
+    """A job's files asked for before it succeeded."""
+
 
 UP = "is the stack up? run `vidqueue dev up`"
 
@@ -104,6 +148,24 @@ def _http_down(exc: BaseException) -> str:
     return f"cannot reach {what} at {where}: {UP}"
 
 
+def _api_down(exc: BaseException) -> str:
+    url = exc.url if isinstance(exc, ApiRefused) else "VIDQUEUE_API_URL"
+    return f"cannot reach the API at {url} ({exc}): {UP} (or set VIDQUEUE_API_URL / --api-url)"
+
+
+def _api_token(exc: BaseException) -> str:
+    url = exc.url if isinstance(exc, ApiRefused) else "the API"
+    return (
+        f"the API at {url} refused the token ({exc}): set VIDQUEUE_API_TOKEN or --token "
+        '(for the local stack: eval "$(vidqueue dev env)")'
+    )
+
+
+def _api_unavailable(exc: BaseException) -> str:
+    url = exc.url if isinstance(exc, ApiRefused) else "the API"
+    return f"the API at {url} is unavailable: {exc}; try again, or check `vidqueue dev status`"
+
+
 def _bad_setting(exc: BaseException) -> str:
     if isinstance(exc, pydantic.ValidationError) and exc.errors():
         first = exc.errors()[0]
@@ -121,6 +183,14 @@ def _internal(exc: BaseException) -> str:
 # unavailable (exit 3) anywhere in the chain of causes wins: the client wraps boto errors in
 # its own (``storage: upload failed: ...``), and the cause is what the user can fix.
 EXITS: Final[dict[type[BaseException], tuple[Template, int]]] = {
+    BadArgument: ("{}", BAD_INPUT),
+    ApiUnreachable: (_api_down, UNAVAILABLE),
+    ApiBadToken: (_api_token, BAD_INPUT),
+    ApiForbidden: ("the API refused: {}", BAD_INPUT),
+    ApiBadInput: ("bad input: {}", BAD_INPUT),
+    ApiUnavailable: (_api_unavailable, UNAVAILABLE),
+    ApiRefused: ("the API failed: {}", FAILED),
+    NotReady: ("{}", FAILED),
     InvalidSpec: ("invalid job: {}", BAD_INPUT),
     JobNotFound: ("{}", BAD_INPUT),
     CancelRefused: ("{}", FAILED),

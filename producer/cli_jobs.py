@@ -1,116 +1,199 @@
 """The ``vidqueue`` commands on single jobs: submit, status, wait, cancel, list, download.
 
-Each takes the client and the parsed arguments and returns the exit code: 0 done, 1 the job
-failed (or its file is missing or damaged). Errors are raised, and ``producer.cli`` turns
-them into a message and an exit code, in one place.
+Each returns its exit code: 0 done, 1 the job failed (or its file is missing or damaged).
+Errors are raised, and ``producer.cli_errors`` turns them into one line and an exit code.
+By default the commands talk to the HTTP API; ``--direct`` uses Redis and S3
+(``producer.cli_backend``).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
+from datetime import date
 from pathlib import Path
+from typing import Any, Literal
 
-from producer.cli_args import key_values, spec_from_args
-from producer.client import Client
-from producer.progress import ProgressLine
+import click
+from rich import box
+from rich.table import Table
+
+from producer.cli_args import (
+    job_target,
+    json_flag,
+    list_labels,
+    spec_flags,
+    spec_from_flags,
+    timeout_flag,
+)
+from producer.cli_backend import Jobs, Target
+from producer.client import JobPage
+from producer.progress import JobProgress, console
 from workers.domain.jobs import JobRecord, State
-from workers.io.storage import storage_errors
+
+# Seconds between reads while waiting for a job.
+INTERVAL_S = 0.5
 
 
-def submit(client: Client, args: argparse.Namespace) -> int:
-    record = client.enqueue(spec_from_args(args, client), producer=args.producer)
-    if args.wait:
-        record = _wait(client, record.id, args.timeout, args.json)
-    return _report(record, args.json)
+@click.command()
+@spec_flags
+@click.option("--wait", is_flag=True, help="Wait for the job, with a progress bar.")
+@timeout_flag(3600.0)
+@json_flag
+@job_target
+def submit(target: Target, wait: bool, timeout: float, as_json: bool, **flags: Any) -> int:
+    """Enqueue a job, and print its record.
+
+    \b
+    vidqueue submit --provider zhipu --model cogvideox-flash --prompt "a cat" --wait
+    vidqueue submit --provider zhipu --model cogvideox-3 --prompt "it moves" \\
+        --image ./frame.png --label team=growth --json
+    """
+    with target.open() as jobs:
+        record = jobs.enqueue(spec_from_flags(flags, jobs))
+        if wait:
+            record = _wait(jobs, record.id, timeout, quiet=as_json)
+    return _report(record, as_json)
 
 
-def status(client: Client, args: argparse.Namespace) -> int:
-    return _report(client.read(args.job_id), args.json)
+@click.command()
+@click.argument("job_id")
+@json_flag
+@job_target
+def status(target: Target, job_id: str, as_json: bool) -> int:
+    """Print a job's record (exit 1 when it failed)."""
+    with target.open() as jobs:
+        return _report(jobs.read(job_id), as_json)
 
 
-def wait(client: Client, args: argparse.Namespace) -> int:
-    return _report(_wait(client, args.job_id, args.timeout, args.json), args.json)
+@click.command()
+@click.argument("job_id")
+@timeout_flag(3600.0)
+@json_flag
+@job_target
+def wait(target: Target, job_id: str, timeout: float, as_json: bool) -> int:
+    """Wait for a job to end, with a progress bar; print its record."""
+    with target.open() as jobs:
+        return _report(_wait(jobs, job_id, timeout, quiet=as_json), as_json)
 
 
-def cancel(client: Client, args: argparse.Namespace) -> int:
-    return _report(client.cancel(args.job_id), args.json)
+@click.command()
+@click.argument("job_id")
+@json_flag
+@job_target
+def cancel(target: Target, job_id: str, as_json: bool) -> int:
+    """Cancel a job (exit 1 once it is mirroring or finished)."""
+    with target.open() as jobs:
+        return _report(jobs.cancel(job_id), as_json)
 
 
-def list_jobs(client: Client, args: argparse.Namespace) -> int:
-    labels = key_values(args.label or [], flag="label", sep=":", as_json=False)
-    page = client.list(
-        state=args.state,
-        provider=args.provider,
-        labels=labels,
-        limit=args.limit,
-        cursor=args.cursor,
-        producer=args.producer,
-        everyone=args.all,
-        archived_on=args.archived_on,
-    )
-    if args.json:
+@click.command("list", short_help="Your jobs, newest first.")
+@click.option("--state", type=click.Choice([str(s) for s in State]))
+@click.option("--provider")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Repeat to AND them.")
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
+@click.option("--cursor", help="next_cursor of the previous page.")
+@click.option("--all", "everyone", is_flag=True, help="With --direct: every producer's jobs.")
+@click.option(
+    "--archived-on",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    help="The jobs of one UTC day in the S3 archive.",
+)
+@json_flag
+@job_target
+def list_jobs(
+    target: Target,
+    state: str | None,
+    provider: str | None,
+    labels: tuple[str, ...],
+    limit: int,
+    cursor: str | None,
+    everyone: bool,
+    archived_on: Any,
+    as_json: bool,
+) -> int:
+    """Your jobs, newest first (a table; --json for the page with next_cursor)."""
+    wanted = list_labels(labels)
+    day: date | None = archived_on.date() if archived_on else None
+    with target.open(everyone=everyone) as jobs:
+        page = jobs.list(
+            state=state,
+            provider=provider,
+            labels=wanted,
+            limit=limit,
+            cursor=cursor,
+            archived_on=day,
+        )
+    if as_json:
         print(page.model_dump_json(indent=2))
         return 0
-    for record in page.jobs:
-        print(_row(record))
+    console().print(jobs_table(page))
     if page.next_cursor:
         print(f"more: --cursor {page.next_cursor}", file=sys.stderr)
     return 0
 
 
-def download(client: Client, args: argparse.Namespace) -> int:
-    """Stream the mirrored file from S3 to ``-o`` and check its sha256 against the record."""
-    record = client.read(args.job_id)
-    what = "cover" if args.cover else "video"
-    item = (record.result or {}).get(what)
-    if record.state != State.SUCCEEDED or item is None:
-        print(
-            f"vidqueue: job {record.id} is {record.state}: no {what} to download", file=sys.stderr
-        )
-        return 1
-    digest, size = hashlib.sha256(), 0
-    with storage_errors("download"):
-        body = client.storage.client.get_object(Bucket=item["bucket"], Key=item["key"])["Body"]
-    with Path(args.output).open("wb") as out:
-        for chunk in body.iter_chunks(1024 * 1024):
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
+@click.command(short_help="Download a finished job's video or cover.")
+@click.argument("job_id")
+@click.option("-o", "--output", required=True, metavar="PATH", help="Where to write the file.")
+@click.option("--cover", is_flag=True, help="The cover image instead of the video.")
+@json_flag
+@job_target
+def download(target: Target, job_id: str, output: str, cover: bool, as_json: bool) -> int:
+    """Download a finished job's video (or cover); its sha256 is checked against the record."""
+    what: Literal["video", "cover"] = "cover" if cover else "video"
+    with target.open() as jobs:
+        record = jobs.read(job_id)
+        item = (record.result or {}).get(what)
+        if record.state != State.SUCCEEDED or item is None:
+            print(f"vidqueue: job {record.id} is {record.state}: no {what} to download",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        digest, size = hashlib.sha256(), 0
+        with jobs.open_file(record, what) as chunks, Path(output).open("wb") as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
     if digest.hexdigest() != item["sha256"]:
-        print(f"vidqueue: {args.output}: sha256 does not match the record", file=sys.stderr)
+        print(f"vidqueue: {output}: sha256 does not match the record", file=sys.stderr)
         return 1
-    done = {"id": record.id, "path": str(args.output), "size": size, "sha256": item["sha256"]}
-    print(
-        json.dumps(done) if args.json else f"{args.output}  {size} bytes  sha256 {item['sha256']}"
-    )
+    done = {"id": record.id, "path": output, "size": size, "sha256": item["sha256"]}
+    print(json.dumps(done) if as_json else f"{output}  {size} bytes  sha256 {item['sha256']}")
     return 0
+
+
+COMMANDS = (submit, status, wait, cancel, list_jobs, download)
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _wait(client: Client, job_id: str, timeout_s: float, quiet: bool) -> JobRecord:
-    line = None if quiet else ProgressLine()
-    try:
-        return client.wait(job_id, timeout_s=timeout_s, on_change=line.update if line else None)
-    finally:
-        if line:
-            line.close()
+def _wait(jobs: Jobs, job_id: str, timeout_s: float, *, quiet: bool) -> JobRecord:
+    if quiet:
+        [record] = jobs.wait_many(
+            [job_id], timeout_s=timeout_s, interval_s=INTERVAL_S, on_change=None
+        )
+        return record
+    with JobProgress() as bar:
+        [record] = jobs.wait_many(
+            [job_id], timeout_s=timeout_s, interval_s=INTERVAL_S, on_change=bar.update
+        )
+        return record
 
 
 def _report(record: JobRecord, as_json: bool) -> int:
     """Print the record; exit 1 when the job failed."""
-    _print(record, as_json)
+    if as_json:
+        print(record.model_dump_json(indent=2))
+    else:
+        _print(record)
     return 0 if record.state != State.FAILED else 1
 
 
-def _print(record: JobRecord, as_json: bool) -> None:
-    if as_json:
-        print(record.model_dump_json(indent=2))
-        return
+def _print(record: JobRecord) -> None:
     print(f"{record.id}  {record.state}  {record.provider}/{record.model}")
     if record.error:
         print(f"  error: {record.error.code}: {record.error.message}")
@@ -119,7 +202,17 @@ def _print(record: JobRecord, as_json: bool) -> None:
         print(f"    {item['url']}")
 
 
-def _row(record: JobRecord) -> str:
-    label = ",".join(f"{k}={v}" for k, v in record.spec.get("labels", {}).items())
-    where = f"{record.provider}/{record.model}"
-    return f"{record.id}  {record.state:<14} {where:<28} {record.created_at}  {label}"
+def jobs_table(page: JobPage) -> Table:
+    """A page of jobs as a table: id, state, provider/model, created, labels."""
+    table = Table(box=box.SIMPLE_HEAD)
+    # An id is never cut short (it is what the other commands take): the others give way.
+    table.add_column("id", no_wrap=True, min_width=32)
+    for name in ("state", "provider/model", "created", "labels"):
+        table.add_column(name, no_wrap=name != "labels")
+    for record in page.jobs:
+        labels = ",".join(f"{k}={v}" for k, v in record.spec.get("labels", {}).items())
+        where = f"{record.provider}/{record.model}"
+        table.add_row(record.id, str(record.state), where, record.created_at, labels)
+    if not page.jobs:
+        table.caption = "no jobs"
+    return table

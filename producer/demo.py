@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
+import json
 import sys
 import time
 from collections import Counter
@@ -17,9 +19,15 @@ from typing import Any
 
 import httpx
 
+from config import local_env
 from config.settings import Settings, get_settings
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+DESCRIPTION = (
+    "Run 12 jobs (text- and image-to-video) through the local stack's HTTP API, show their"
+    " progress and results, and check every video in S3. Exit status 0 only when all jobs"
+    " succeeded."
+)
 LOCAL_FLOWER_AUTH = Settings.model_fields["flower_basic_auth"].default
 
 
@@ -57,11 +65,15 @@ def demo_specs(sim_url: str, png: bytes) -> list[dict[str, Any]]:
 
 
 def _headers(settings: Settings) -> dict[str, str]:
+    """The first of the API tokens set, else the token ``vidqueue dev up`` gave the local
+    stack (its settings file, ``config.local_env``)."""
     tokens = sorted(settings.api_token_set)
-    return {"authorization": f"Bearer {tokens[0]}"} if tokens else {}
+    token = tokens[0] if tokens else local_env.read(settings.run_dir).get("VIDQUEUE_API_TOKEN")
+    return {"authorization": f"Bearer {token}"} if token else {}
 
 
-def run(settings: Settings, timeout_s: float) -> int:
+def run(settings: Settings, timeout_s: float, report: dict[str, Any] | None = None) -> int:
+    """Run the demo, printing as it goes; ``report`` (``--json``) receives the results."""
     api = f"http://{settings.api_host}:{settings.api_port}"
     sim = f"http://127.0.0.1:{settings.sim_port}"
     with httpx.Client(base_url=api, headers=_headers(settings), timeout=30) as http:
@@ -82,6 +94,9 @@ def run(settings: Settings, timeout_s: float) -> int:
     _table(records)
     ok = _check_s3(records)
     done = sum(r["state"] == "succeeded" for r in records)
+    if report is not None:
+        report.update(api=api, elapsed_s=round(elapsed, 2), total=len(records), succeeded=done,
+                      verified_in_s3=ok, jobs=records)  # fmt: skip
     print(
         f"\n{done} of {len(records)} jobs succeeded in {elapsed:.1f}s "
         f"({len(records) / elapsed:.2f} jobs/s); {ok} videos downloaded back from "
@@ -94,6 +109,9 @@ def run(settings: Settings, timeout_s: float) -> int:
         else "(VIDQUEUE_FLOWER_BASIC_AUTH)"
     )
     print(f"Flower: http://127.0.0.1:{settings.flower_port}/  user {user}, password {shown}")
+    token = _headers(settings).get("authorization", "").removeprefix("Bearer ")
+    login = f"log in with the token {token}" if token else "no API tokens: leave the token empty"
+    print(f"Dashboard: {api}/ui  ({login})")
     return 0 if done == len(records) == ok else 1
 
 
@@ -158,7 +176,20 @@ def _check_s3(records: list[dict[str, Any]]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vidqueue demo", description=__doc__)
-    parser.add_argument("--timeout", type=float, default=300.0)
+    parser = argparse.ArgumentParser(prog="vidqueue demo", description=DESCRIPTION)
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for the jobs (300)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the results as one JSON object on stdout (the progress goes to stderr)",
+    )
     args = parser.parse_args(argv)
-    return run(get_settings(), args.timeout)
+    if not args.json:
+        return run(get_settings(), args.timeout)
+    report: dict[str, Any] = {}
+    with contextlib.redirect_stdout(sys.stderr):
+        code = run(get_settings(), args.timeout, report)
+    print(json.dumps({"ok": code == 0, **report}))
+    return code

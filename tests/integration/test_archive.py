@@ -198,7 +198,7 @@ def test_the_python_client_and_the_cli_read_an_archived_job(
     assert day is not None
     assert [r.id for r in client.list(archived_on=day, everyone=True).jobs] == [job_id]
     assert client.list(archived_on=day, producer="someone-else").jobs == []
-    assert cli.main(["status", job_id, "--json"]) == 1  # a failed job: exit 1, as before
+    assert cli.main(["status", job_id, "--json", "--direct"]) == 1  # a failed job: exit 1
     assert job_id in capsys.readouterr().out
 
 
