@@ -5,6 +5,19 @@ files live under ``/files/{task_id}/``. Content depends only on the task id and 
 can recompute a file's sha256 (``GET /_sim/tasks/{id}/sha256``) without downloading it. The MP4
 is generated chunk by chunk and never held in memory, because vidqueue's tests use files of tens
 of MB.
+
+The video is a real, playable MP4 (``assets/sample.mp4``: 2 s of ffmpeg's test pattern, 320x180,
+H.264 baseline, moov first, 8 KB) followed by a trailing ``free`` box holding pseudo-random bytes
+of the task, up to the requested size: players skip ``free`` boxes, so a browser plays every
+job's video, while each job's file still differs and has exactly the configured size. The sample
+was made once with::
+
+    ffmpeg -f lavfi -i testsrc=duration=2:size=320x180:rate=15 -c:v libx264 -profile:v baseline \
+      -level 3.0 -pix_fmt yuv420p -preset veryslow -crf 32 -g 30 -movflags +faststart -an \
+      -map_metadata -1 -fflags +bitexact -flags:v +bitexact sample.mp4
+
+A size too small to hold the sample gets the older, unplayable header-only file (``ftyp`` +
+``moov``/``mvhd`` + an ``mdat`` of pseudo-random bytes).
 """
 
 from __future__ import annotations
@@ -15,6 +28,8 @@ import struct
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from typing import Final
 
 from fastapi import APIRouter
@@ -56,19 +71,39 @@ def _mp4_header(total_size: int) -> bytes:
     return head + struct.pack(">I", mdat_size) + b"mdat"
 
 
+@cache
+def sample_mp4() -> bytes:
+    """The playable sample every large enough video starts with (read once, 8 KB)."""
+    return resources.files("simulator").joinpath("assets", "sample.mp4").read_bytes()
+
+
+def _video_head(total_size: int) -> bytes:
+    """Everything before the pseudo-random payload: the sample and the header of a ``free`` box
+    filling the file to ``total_size`` (a 32-bit size: ``MAX_VIDEO_BYTES`` is 2 GiB), or, when
+    the sample does not fit, the header-only MP4."""
+    sample = sample_mp4()
+    room = total_size - len(sample)
+    if room < 8:
+        return _mp4_header(total_size)
+    return sample + struct.pack(">I", room) + b"free"
+
+
 def video_chunks(task_id: str, total_size: int) -> Iterator[bytes]:
     """The MP4 of ``task_id``, exactly ``total_size`` bytes, in chunks of at most 64 KiB.
 
-    Payload chunk ``i`` is SHAKE-256 of the task id and ``i``: reproducible, cheap, and the same
+    The headers share the first chunk with the start of the payload, so chunks fall on the same
+    64 KiB boundaries whatever the headers' size (a throttled download paces the same way).
+    Payload piece ``i`` is SHAKE-256 of the task id and ``i``: reproducible, cheap, and the same
     prefix whatever the file size.
     """
-    header = _mp4_header(total_size)
-    yield header
-    remaining = total_size - len(header)
+    head = _video_head(total_size)
+    remaining = total_size - len(head)
     index = 0
-    while remaining > 0:
-        size = min(CHUNK_BYTES, remaining)
-        yield hashlib.shake_256(f"vidqueue-sim/mdat/{task_id}/{index}".encode()).digest(size)
+    while remaining > 0 or head:
+        size = min(CHUNK_BYTES - len(head), remaining)
+        piece = hashlib.shake_256(f"vidqueue-sim/mdat/{task_id}/{index}".encode()).digest(size)
+        yield head + piece
+        head = b""
         remaining -= size
         index += 1
 

@@ -27,6 +27,8 @@ from workers.domain.jobs import TERMINAL, JobRecord
 from workers.io.storage import Storage
 
 API_TOKEN = "test-token-1"
+# A second producer identity, for tests that check one token cannot see another's jobs.
+OTHER_TOKEN = "test-token-2"
 # The simulator's per-key limits match the providers file below, so a cap violation would
 # show as a 429 in the simulator's counters, not only as a high in-flight count.
 PROVIDERS_TOML = """
@@ -198,7 +200,7 @@ def stack_settings(tmp: Path) -> Settings:
         providers_file=str(providers_file),
         s3_endpoint_url=f"http://127.0.0.1:{s3_port}",
         s3_bucket="vidqueue-test",
-        api_tokens=API_TOKEN,
+        api_tokens=f"{API_TOKEN},{OTHER_TOKEN}",
         webhook_secret="whsec_" + "dGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQ=",
         callback_secret=CALLBACK_SECRET,
         allow_private_callbacks=True,

@@ -20,7 +20,7 @@ import pytest
 
 from simulator import cli
 from simulator.app import create_app
-from simulator.media import CHUNK_BYTES, video_chunks
+from simulator.media import CHUNK_BYTES, sample_mp4, video_chunks
 from simulator.options import SimOptions
 from tests.support.adapter_contract import FakeClock
 from tests.support.sim import ZHIPU, serving
@@ -345,9 +345,19 @@ async def test_video_is_an_mp4_of_exactly_the_configured_size(make_sim: MakeSim)
     data = response.content
     assert len(data) == 300_000
     assert data[4:12] == b"ftypisom"
-    assert [kind for kind, _ in mp4_boxes(data)] == [b"ftyp", b"moov", b"mdat"]
-    assert data[40:44] == b"mvhd"
+    # The playable sample (ftyp, moov, ffmpeg's free, mdat), then a free box up to the size
+    assert [kind for kind, _ in mp4_boxes(data)] == [b"ftyp", b"moov", b"free", b"mdat", b"free"]
+    assert data.startswith(sample_mp4())
+    assert data[44:48] == b"mvhd"
     assert (await stats(client))["downloads"] == 1
+
+
+def test_videos_differ_per_task_and_small_ones_keep_the_header_only_layout() -> None:
+    first, second = (b"".join(video_chunks(task, 20_000)) for task in ("a", "b"))
+    assert first != second
+    assert first[: len(sample_mp4())] == second[: len(sample_mp4())]
+    small = b"".join(video_chunks("a", len(sample_mp4()) + 7))
+    assert [kind for kind, _ in mp4_boxes(small)] == [b"ftyp", b"moov", b"mdat"]
 
 
 async def test_video_size_is_fixed_when_the_task_is_created(make_sim: MakeSim) -> None:
