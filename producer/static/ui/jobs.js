@@ -227,6 +227,7 @@ async function flush() {
       else if (!params.get("cursor") && matches(record, params, labels)) {
         put(record, "prepend");
         status(info, "");
+        pageInfo.textContent = `${grid.children.length} jobs · live`;
       }
     } catch {
       // gone (archived, deleted) or the API is away: the next event or reload shows it

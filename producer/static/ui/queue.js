@@ -16,6 +16,14 @@ const charts = new Map(); // metric → uPlot
 
 const fixed = (v, digits = 1) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
 
+// A bar filled as far as the key's slots are (CSSOM width: the page's CSP allows no inline
+// style attributes).
+function meter(load) {
+  const fill = el("i", { dataset: { level: load >= 1 ? "full" : load >= 0.75 ? "high" : "ok" } });
+  fill.style.width = `${Math.round(Math.min(1, Math.max(0, load)) * 100)}%`;
+  return el("span", { class: "meter" }, fill);
+}
+
 function keyRow(provider, key) {
   const lowered = key.effective_cap !== null && key.effective_cap !== undefined && key.effective_cap < key.cap;
   const load = key.cap ? key.in_flight / (lowered ? key.effective_cap || key.cap : key.cap) : 0;
@@ -28,7 +36,7 @@ function keyRow(provider, key) {
     el(
       "td",
       { class: "num" },
-      el("span", { class: "meter" }, el("i", { dataset: { level: load >= 1 ? "full" : load >= 0.75 ? "high" : "ok" } })),
+      meter(load),
       `${key.in_flight} / ${key.cap}`,
       lowered ? el("span", { class: "lowered", title: "effective cap, lowered after throttling" }, ` (${fixed(key.effective_cap)})`) : null,
     ),
@@ -78,6 +86,9 @@ function renderCharts(series) {
     const metric = node.dataset.metric;
     const spec = SERIES[metric];
     const data = [minutes, (series?.[metric] ?? []).map((v) => (v === undefined ? null : v))];
+    // An empty mean chart says why (detection lag needs a provider that reports its finish time).
+    const caption = node.parentElement?.querySelector("figcaption");
+    if (caption && spec.unit === "s") caption.dataset.empty = String(data[1].every((v) => v === null));
     const chart = charts.get(metric);
     if (chart) {
       chart.setData(data);
@@ -101,7 +112,10 @@ function renderCharts(series) {
           stroke: spec.color,
           width: 2,
           fill: `${spec.color}22`,
-          spanGaps: false,
+          // A mean is null for a minute without an observation: its points are drawn, so a
+          // lone minute shows, and the line joins minutes that have one.
+          spanGaps: spec.unit === "s",
+          points: { show: spec.unit === "s", size: 5 },
           value: (u, v) => (v === null || v === undefined ? "–" : `${Number.isInteger(v) ? v : v.toFixed(2)}${spec.unit ? ` ${spec.unit}` : ""}`),
         },
       ],
