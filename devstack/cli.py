@@ -247,7 +247,8 @@ def _short(path: Path) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidqueue dev", description=__doc__.splitlines()[0])
+    about = "The whole local stack on 127.0.0.1: up, down, status, env."
+    parser = argparse.ArgumentParser(prog="vidqueue dev", description=about)
     sub = parser.add_subparsers(dest="command", required=True)
     up_cmd = sub.add_parser("up", help="start the local stack in the background")
     up_cmd.add_argument("--workers", type=int, default=1, help="number of workers (default 1)")

@@ -6,6 +6,7 @@ One flag per :class:`SimOptions` field is derived from the model, so options are
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 
 import uvicorn
@@ -22,9 +23,13 @@ def _flag_type(annotation: object) -> type[int] | type[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="simulator", description="A fake video-generation provider speaking Zhipu's API."
+        prog="vidqueue sim",
+        description="A fake video-generation provider speaking each provider's wire format.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument(
+        "--json", action="store_true", help="print where it serves and its options as one JSON line"
+    )
     parser.add_argument("--port", type=int, default=8090, help="bind port (default 8090)")
     for name, info in SimOptions.model_fields.items():
         flag, text = f"--{name.replace('_', '-')}", f"{info.description} (default {info.default})"
@@ -39,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, SimOptions]:
     """Host, port and validated options; exits with a usage error on a bad value."""
+    host, port, options, _ = _parse(argv)
+    return host, port, options
+
+
+def _parse(argv: Sequence[str] | None) -> tuple[str, int, SimOptions, bool]:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     given = {name: args[name] for name in SimOptions.model_fields if args.get(name) is not None}
@@ -46,11 +56,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, SimOptions]
         options = SimOptions.model_validate(given)
     except ValidationError as exc:
         parser.error(str(exc))
-    return str(args["host"]), int(args["port"]), options
+    return str(args["host"]), int(args["port"]), options, bool(args["json"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve until interrupted; single process, warnings only, no access log."""
-    host, port, options = parse_args(argv)
+    """Say where it serves (``--json``: one JSON line), then serve until interrupted; single
+    process, warnings only, no access log."""
+    host, port, options, as_json = _parse(argv)
+    url = f"http://{host}:{port}"
+    if as_json:
+        print(json.dumps({"url": url, "options": options.model_dump(mode="json")}), flush=True)
+    else:
+        print(f"simulator on {url} (every provider's wire format; Ctrl-C stops it)", flush=True)
     uvicorn.run(create_app(options), host=host, port=port, log_level="warning", access_log=False)
     return 0

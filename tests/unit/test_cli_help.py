@@ -74,8 +74,12 @@ def test_help_on_a_terminal_is_the_same_plain_text() -> None:
 def test_pass_through_commands_get_their_own_help() -> None:
     dev = _piped("dev", "--help")
     assert dev.returncode == 0 and "up" in dev.stdout and "status" in dev.stdout
+    assert dev.stdout.startswith("usage: vidqueue dev ")
+    _clean(dev.stdout)
     sim = _piped("sim", "--help")
-    assert sim.returncode == 0 and "--port" in sim.stdout
+    assert sim.returncode == 0 and "--port" in sim.stdout and "--json" in sim.stdout
+    assert sim.stdout.startswith("usage: vidqueue sim ")
+    _clean(sim.stdout)
     demo = _piped("demo", "--help")
     assert demo.returncode == 0 and "--json" in demo.stdout and "--timeout" in demo.stdout
     _clean(demo.stdout)
@@ -121,3 +125,25 @@ def test_pass_through_commands_get_every_argument_unchanged(
         ("demo", ["--json", "--timeout", "5"]),
         ("dev", ["--help"]),
     ]
+
+
+def test_sim_json_prints_where_it_serves_and_its_options() -> None:
+    import json
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sim = subprocess.Popen(
+        [VIDQUEUE, "sim", "--port", str(port), "--json", "--gen-time-s", "2.5"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        line = json.loads(sim.stdout.readline())
+    finally:
+        sim.terminate()
+        sim.wait(timeout=30)
+    assert line["url"] == f"http://127.0.0.1:{port}"
+    assert line["options"]["gen_time_s"] == 2.5
