@@ -40,7 +40,8 @@ from workers.redis.store_scripts import NOW
 # '1' when it has a webhook to send], ARGV[7] = a reused job's timeline
 # entry, but for the original's id and the newline that ends it (workers.domain.lean),
 # ARGV[8] = created_at as the record shows it (a reused job's completed_at), ARGV[9] = the
-# change stream's cap (MAXLEN ~; store_scripts.CHANGE_XADD: one XADD per job created).
+# change stream's cap (store_scripts.CHANGE_XADD: one XADD per job created, then one XTRIM
+# MAXLEN ~ for the call).
 # A job asking for reuse whose generation succeeded (and was mirrored) within its window, by a
 # job still in Redis, is created succeeded at once, pointing at that job's files
 # ('shared_result', 'reused_from'; the original's 'reused' counts such jobs), and never waits
@@ -64,6 +65,7 @@ local all_jobs, sequence, by_producer = KEYS[1], KEYS[2], KEYS[3]
 local producers, queued, succeeded, due_key, reused_counts = KEYS[4], KEYS[5], KEYS[6], KEYS[7],
   KEYS[8]
 local changes_key = KEYS[9]
+local changed_on = changed_at()  -- every job of the call is created at the same moment
 -- Job i's hash, idempotency key, its old-layout twin and its reuse key; queue q's waiting
 -- zset and fair zset.
 local function job_keys(i)
@@ -140,7 +142,7 @@ for i, job in ipairs(jobs) do
       -- The original counts the records that share its files (a purge may keep them for those).
       redis.call('HINCRBY', job_prefix .. origin, 'reused', 1)
       done[#done + 1] = id
-      changed(changes_key, changes_max, id, 'succeeded', provider, model)
+      changed(changes_key, nil, id, 'succeeded', provider, model, changed_on)
       out[#out + 1] = 'r' .. (i - 1)
       out[#out + 1] = id
     else
@@ -156,7 +158,7 @@ for i, job in ipairs(jobs) do
       end
       queue[#queue + 1] = score
       queue[#queue + 1] = id
-      changed(changes_key, changes_max, id, 'queued', provider, model)
+      changed(changes_key, nil, id, 'queued', provider, model, changed_on)
     end
     ids[#ids + 1] = now
     ids[#ids + 1] = id
@@ -186,6 +188,7 @@ end
 add('SADD', queued, waiting_ids, 1, 1)
 add('SADD', succeeded, done, 1, 1)
 redis.call('SADD', producers, by_producer)
+if #members > 0 then redis.call('XTRIM', changes_key, 'MAXLEN', '~', changes_max) end
 return out
 """
 )
