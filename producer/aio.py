@@ -52,6 +52,13 @@ WAIT_CONCURRENCY: Final = 16
 # taken for dead and made again; reconnects wait from the first delay, doubling up to the last.
 STREAM_READ_TIMEOUT_S: Final = 45.0
 RECONNECT_DELAYS_S: Final = (0.5, 30.0)
+# Answers a stream is opened again after (with the same backoff), not raised: the API or its
+# Redis is away for now.
+RETRIED_STATUSES: Final = frozenset({502, 503, 504})
+
+
+class _Unavailable(Exception):
+    """A stream refused with one of ``RETRIED_STATUSES``."""
 
 
 class ApiError(VidqueueError):
@@ -184,7 +191,8 @@ class AsyncClient:
         iterator ends after a terminal state), or every job of this token's
         (``GET /v1/events/stream``: it never ends). Each item is the event's data —
         ``{"id", "state", "at", "provider", "model"}`` — plus ``"event_id"``. A dropped
-        connection is made again with ``Last-Event-ID``, so nothing is missed or repeated;
+        connection, or a 502/503/504, is made again with ``Last-Event-ID`` (backing off from
+        0.5 s to 30 s), so nothing is missed or repeated;
         pass ``last_event_id`` to resume after an event seen earlier. ``JobNotFound`` for an
         unknown job, ``ApiError`` for other refusals (401, 400 ...)::
 
@@ -201,6 +209,8 @@ class AsyncClient:
                 async with aconnect_sse(
                     self._http, "GET", path, params=params, headers=headers, timeout=timeout
                 ) as source:
+                    if source.response.status_code in RETRIED_STATUSES:
+                        raise _Unavailable  # Redis or the API away for now: made again below
                     if not source.response.is_success:
                         await source.response.aread()
                         _ok(source.response, job_id)
@@ -214,8 +224,8 @@ class AsyncClient:
                             yield item
                             if job_id and item.get("state") in TERMINAL:
                                 return
-            except (httpx.TransportError, SSEError):
-                pass  # dropped, refused or cut short: made again below
+            except (httpx.TransportError, SSEError, _Unavailable):
+                pass  # dropped, refused, cut short or unavailable: made again below
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_DELAYS_S[1])
 

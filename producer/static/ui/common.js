@@ -123,7 +123,14 @@ export function follow(url, onState) {
     source.onerror = () => {
       setLive(false);
       if (source.readyState === EventSource.CLOSED && !closed) {
-        retry = setTimeout(open, 5000);
+        // EventSource hides the status: one API read tells a revoked session (api() then
+        // goes to the login page) from a server that is away (try again in 5 s).
+        api("/v1/jobs?limit=1").then(
+          () => (retry = setTimeout(open, 5000)),
+          (error) => {
+            if (error.status !== 401) retry = setTimeout(open, 5000);
+          },
+        );
       }
     };
   };
