@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from devstack.env import StackContext, venv_tool
-from devstack.ports import LOOPBACK
+from devstack.ports import LOOPBACK, client_host
 from devstack.probes import http_ok, log_says
 from devstack.processes import ServiceSpec
 
@@ -87,7 +87,7 @@ def api_spec(ctx: StackContext) -> ServiceSpec:
     return ServiceSpec(
         name="api",
         argv=(*venv_tool("uvicorn"), "producer.api:app", "--host", host, "--port", str(port)),
-        ready=http_ok(f"http://{_client_host(host)}:{port}/healthz"),
+        ready=http_ok(f"http://{client_host(host)}:{port}/healthz"),
         env=ctx.env,
         cwd=ctx.cwd,
         address=f"http://{host}:{port}",
@@ -117,11 +117,6 @@ def flower_spec(ctx: StackContext) -> ServiceSpec:
         port=port,
         start_timeout_s=45.0,
     )
-
-
-def _client_host(bind_host: str) -> str:
-    """Where to reach a server bound to ``bind_host`` from this machine."""
-    return LOOPBACK if bind_host in ("0.0.0.0", "", "::") else bind_host
 
 
 def s3_proxy_spec(

@@ -89,17 +89,6 @@ def planned_values(settings: Settings) -> dict[str, str]:
     return published.values(settings, stack_env(settings, run_dir), run_dir, project_root())
 
 
-def env_exports(environ: Mapping[str, str] | None = None) -> str:
-    """``export`` lines for the settings ``dev up`` would write, with the S3 credentials of
-    ``environ`` (default: this process's environment)."""
-    settings = get_settings()
-    run_dir = Path(settings.run_dir)
-    values = planned_values(settings)
-    chosen = stack_env(settings, run_dir, base=os.environ if environ is None else environ)
-    values |= {name: chosen[name] for name in published.AWS_KEYS}
-    return local_env.exports(values)
-
-
 def up(stack: Stack, workers: int = 1) -> int:
     started: list[str] = []
     for name, start in _plan(stack, workers):

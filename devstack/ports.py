@@ -9,6 +9,11 @@ import socket
 LOOPBACK = "127.0.0.1"
 
 
+def client_host(bind_host: str) -> str:
+    """Where to reach a server bound to ``bind_host`` from this machine."""
+    return LOOPBACK if bind_host in ("0.0.0.0", "", "::") else bind_host
+
+
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
     """Whether a server could listen on ``host:port`` now.
 

@@ -16,15 +16,14 @@ from config import local_env
 from config.settings import Settings
 from devstack.catalogue import providers_path
 from devstack.credentials import TOKEN_KEY, WEBHOOK_KEY
-from devstack.ports import LOOPBACK
+from devstack.ports import LOOPBACK, client_host
 
 AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 
 
 def api_url(settings: Settings) -> str:
     """Where a client on this machine reaches the stack's API."""
-    host = settings.api_host
-    return f"http://{LOOPBACK if host in ('0.0.0.0', '', '::') else host}:{settings.api_port}"
+    return f"http://{client_host(settings.api_host)}:{settings.api_port}"
 
 
 def flower_url(settings: Settings) -> str:

@@ -3,8 +3,8 @@ page (and any script): jobs by state, per provider its waiting jobs (per fair-sh
 per API key its slots, cap and request rates, and per-minute series of the last hour.
 
 Everything comes from ``workers.observe.snapshot`` (what ``vidqueue top`` and ``/metrics``
-show; histograms left out) and ``Stats.series``. Those make blocking Redis calls, a few per
-key, so the route runs them on Starlette's thread pool and the event loop stays free. The
+show, less what only /metrics shows) and ``Stats.series``. Those make blocking Redis calls, a
+few per key, so the route runs them on Starlette's thread pool and the event loop stays free. The
 figures cover every producer's jobs (as ``/metrics`` does), but a caller sees only its own
 tenants by name (the rest are summed under ``(others)``); a key is named by its public id (the
 name of its environment variable), never its secret.
@@ -126,7 +126,7 @@ def _provider(p: ProviderView, visible: frozenset[str] | None) -> ProviderFigure
 def queue_figures(d: Deps, visible: frozenset[str] | None = None) -> QueueFigures:
     """Read every figure (blocking Redis calls: run it off the event loop)."""
     at = time.time()
-    snap = snapshot(d, histograms=False)
+    snap = snapshot(d, metrics=False)
     series = d.stats.series(now=at)
     return QueueFigures(
         at=at,

@@ -35,12 +35,13 @@ from producer.cli_errors import (
 )
 from producer.validation import parse_spec
 from workers.domain.errors import InvalidSpec, JobNotFound
+from workers.domain.images import sniff
 from workers.domain.jobs import JobRecord
 
 T = TypeVar("T")
 
 # File types ``POST /v1/uploads`` takes, by their first bytes (the API checks them again).
-_MAGIC: Final = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
+_CONTENT_TYPES: Final = {"png": "image/png", "jpeg": "image/jpeg"}
 CHUNK: Final = 1024 * 1024
 
 
@@ -74,7 +75,7 @@ class HttpJobs:
 
     def upload_image(self, path: Path) -> str:
         data = path.read_bytes()
-        kind = next((t for magic, t in _MAGIC if data.startswith(magic)), None)
+        kind = _CONTENT_TYPES.get(sniff(data) or "")
         if kind is None:
             raise InvalidSpec("image", f"{path}: not a PNG or JPEG file")
         try:

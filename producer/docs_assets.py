@@ -24,7 +24,10 @@ OAUTH2_REDIRECT: Final = "/docs/oauth2-redirect"
 def install(app: FastAPI) -> None:
     """Serve the assets under ``ASSETS`` and the two pages at ``/docs`` and ``/redoc`` (and
     Swagger UI's OAuth2 redirect page, as FastAPI's own ``/docs`` does)."""
-    app.mount(ASSETS, StaticFiles(directory=STATIC), name="docs-assets")
+    # One mount per bundle: the rest of ``static/`` (the dashboard's templates and scripts,
+    # served with their own rules by ``producer.ui``) is not the docs' to serve.
+    for bundle in ("swagger-ui", "redoc"):
+        app.mount(f"{ASSETS}/{bundle}", StaticFiles(directory=STATIC / bundle), name=bundle)
     openapi_url = app.openapi_url or "/openapi.json"
 
     @app.get("/docs", include_in_schema=False)

@@ -124,15 +124,15 @@ def top(interval: float, once: bool, json_out: bool) -> int:
                     return 0
                 time.sleep(interval)
         if once or not out.is_terminal:
-            out.print(render(snapshot(deps)))
+            out.print(render(snapshot(deps, metrics=False)))
             return 0
         with (
             QuitKey() as quit_key,
-            Live(render(snapshot(deps), live=True), console=out, screen=True,
+            Live(render(snapshot(deps, metrics=False), live=True), console=out, screen=True,
                  auto_refresh=False) as view,
         ):  # fmt: skip
             while not quit_key.wait(interval):
-                view.update(render(snapshot(deps), live=True), refresh=True)
+                view.update(render(snapshot(deps, metrics=False), live=True), refresh=True)
     except KeyboardInterrupt:
         pass
     return 0

@@ -28,7 +28,6 @@ from starlette.responses import Response
 
 COOKIE: Final = "vq_session"
 CSRF_HEADER: Final = "x-csrf-token"
-CSRF_FIELD: Final = "csrf_token"  # the logout form's hidden field
 UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CSRF_CONTEXT: Final = b"vidqueue-csrf-v1"
 # A week: the cookie outlives a browser restart; the token itself is what is checked.

@@ -9,7 +9,7 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Final, NoReturn
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -80,13 +80,12 @@ def caller(authorization: str | None = None) -> Caller:
     return found
 
 
-def caller_from(request: Request, authorization: str | None = None) -> Caller:
+def caller_from(request: Request) -> Caller:
     """Who sent a request: its ``Authorization`` header when it has one, else the dashboard's
     session cookie (``producer.ui_session``), whose token is checked as a bearer token is. A
     request the cookie authenticates with an unsafe method needs the session's CSRF token
     (403 ``csrf_failed``)."""
-    if authorization is None:
-        authorization = request.headers.get("authorization")
+    authorization = request.headers.get("authorization")
     session = ui_session.session_of(request) if authorization is None else None
     if session is None:
         return caller(authorization)
@@ -106,18 +105,14 @@ def caller_from(request: Request, authorization: str | None = None) -> Caller:
     return found
 
 
-def request_caller(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> Caller:
+def request_caller(request: Request) -> Caller:
     """``caller_from`` as a FastAPI dependency (``Who``), for routes that need the tenants too."""
-    return caller_from(request, authorization)
+    return caller_from(request)
 
 
-def producer_identity(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> str:
+def producer_identity(request: Request) -> str:
     """The caller's producer identity: the token's name, or a hash of a plain token."""
-    return caller_from(request, authorization).producer
+    return caller_from(request).producer
 
 
 Producer = Annotated[str, Depends(producer_identity)]

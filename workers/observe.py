@@ -70,9 +70,10 @@ class Snapshot:
     )
 
 
-def snapshot(d: Deps, *, histograms: bool = True) -> Snapshot:
-    """Every figure, read from Redis now; ``histograms=False`` leaves the histograms out (a
-    reader that shows none, such as ``GET /v1/queue``, saves their reads)."""
+def snapshot(d: Deps, *, metrics: bool = True) -> Snapshot:
+    """Every figure, read from Redis now; ``metrics=False`` leaves out what only /metrics
+    shows (histograms, request counters, callbacks, released ``submit_unknown`` slots), so a
+    reader that shows none of them, such as ``GET /v1/queue``, saves their reads."""
     providers = []
     for name, config in d.catalogue.providers.items():
         keys = [
@@ -84,16 +85,16 @@ def snapshot(d: Deps, *, histograms: bool = True) -> Snapshot:
                 effective_cap=d.gate.effective_cap(config, key_id),
                 cooling=bool(d.redis.exists(keys_module.cooling(name, key_id))),
                 per_minute=d.stats.per_minute(name, key_id),
-                requests=d.stats.requests(name, key_id),
+                requests=d.stats.requests(name, key_id) if metrics else {},
             )
             for key_id in config.key_ids()
         ]
         by_fair = d.gate.waiting_by_fair(name)
         waiting = sum(by_fair.values())
-        seen = d.store.callback_counts(name)
-        held_over = d.gate.unknown_released(name)
+        seen = d.store.callback_counts(name) if metrics else {}
+        held_over = d.gate.unknown_released(name) if metrics else 0
         providers.append(ProviderView(name, config.kind, waiting, by_fair, keys, seen, held_over))
-    if not histograms:
+    if not metrics:
         return Snapshot(d.store.count_by_state(), providers, {})
     totals = {name: d.stats.histogram(name) for name in HISTOGRAMS}
     by_model = {name: d.stats.histograms_by_model(name) for name in HISTOGRAMS}

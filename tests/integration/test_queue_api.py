@@ -20,6 +20,7 @@ from producer.api import app
 from producer.client import Client
 from tests.support.api import AUTH, GOOD, bearer, in_process_api
 from tests.support.live import LiveStack
+from workers.redis.stats import FLUSH_INTERVAL_S
 
 SERIES = ("finished", "failed", "throttled", "errors", "detection_lag_s", "submit_delay_s")
 
@@ -41,6 +42,9 @@ def _since(body: dict[str, Any], name: str, start: float) -> list[Any]:
 
 def test_finished_jobs_keys_and_series_after_real_jobs(idle_stack: LiveStack) -> None:
     live = idle_stack
+    # An earlier test's last figures may still sit in a worker's buffer (flushed every
+    # second): let them land before counting, so they are not taken for this test's jobs.
+    time.sleep(FLUSH_INTERVAL_S + 1.0)
     start = time.time()
     before = _queue(live)
     finished_before = sum(_since(before, "finished", start))
@@ -91,6 +95,9 @@ def test_provider_errors_and_429s_are_counted_as_the_simulator_sent_them(
     idle_stack: LiveStack,
 ) -> None:
     live = idle_stack
+    # An earlier test's last figures may still sit in a worker's buffer (flushed every
+    # second): let them land before counting, so they are not taken for this test's jobs.
+    time.sleep(FLUSH_INTERVAL_S + 1.0)
     start = time.time()
     before = _queue(live)
     base = {name: sum(_since(before, name, start)) for name in ("errors", "throttled")}

@@ -102,9 +102,10 @@ async def snapshot(
     """The stream's position (and ``job_id``'s state: None when it is not in Redis)."""
     async with client.pipeline(transaction=True) as pipe:
         pipe.xinfo_stream(keys.changes(producer))
-        pipe.hget(keys.job(job_id or ""), "state")
-        info, state = await pipe.execute(raise_on_error=False)
-    found = _text(state) if state is not None and job_id else None
+        if job_id:
+            pipe.hget(keys.job(job_id), "state")
+        info, *state = await pipe.execute(raise_on_error=False)
+    found = _text(state[0]) if state and state[0] is not None else None
     if isinstance(info, redis.ResponseError):  # no such stream yet
         return Snapshot(BEGINNING, None, False, found)
     if isinstance(info, Exception):

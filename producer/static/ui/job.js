@@ -163,9 +163,8 @@ async function refresh() {
     if (error.status === 404) {
       // Nothing of the job is shown: not its panels, nor a badge still saying "loading".
       for (const node of document.querySelectorAll(".job-layout, .job-lower, #live")) node.hidden = true;
-      const state = document.getElementById("job-state");
-      state.textContent = "not found";
-      state.dataset.state = "unknown";
+      stateNode.textContent = "not found";
+      stateNode.dataset.state = "unknown";
     }
     status(info, error.status === 404 ? "No such job (or not yours)." : `Could not load the job: ${error.message}`, "error");
     return null;
