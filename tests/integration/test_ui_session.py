@@ -207,3 +207,11 @@ def test_assets_are_served_with_their_content_types(http: httpx.Client) -> None:
         assert len(answer.content) > 100, path
     for path in ("/ui/assets/layout.html", "/ui/assets/../ui.py", "/ui/assets/nope.js"):
         assert http.get(path).status_code == 404, path
+
+
+def test_the_docs_assets_serve_only_the_docs_bundles(http: httpx.Client) -> None:
+    assert http.get("/docs-assets/swagger-ui/swagger-ui.css").status_code == 200
+    # The dashboard's files are served by /ui/assets alone, with its rules (no templates)
+    stray = ("/docs-assets/ui/layout.html", "/docs-assets/ui/jobs.js", "/docs-assets/README.md")
+    for path in stray:
+        assert http.get(path).status_code == 404, path
